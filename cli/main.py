@@ -1,0 +1,54 @@
+"""The `flm` application: command groups wired to their modules (each module owns its commands)."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from cli import (
+    data_download,
+    data_mix,
+    data_prepare,
+    data_tokenize,
+    generate_cmd,
+    grow_cmd,
+    quickstart,
+    train_cmd,
+)
+from cli.config_cmd import config_app
+
+app = typer.Typer(
+    name="flm",
+    help="flm: a data-pipeline-first LLM pretraining suite (FLM-101B recipe: Pile + WuDao, xPos, muP, growth).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Data: download corpora, prepare (clean + dedup), tokenize, inspect, mix.",
+                       no_args_is_help=True)
+
+data_app.command("download")(data_download.download)
+data_app.command("prepare")(data_prepare.prepare)
+data_app.command("train-tokenizer")(data_tokenize.train_tokenizer)
+data_app.command("tokenize")(data_tokenize.tokenize)
+data_app.command("inspect")(data_tokenize.inspect)
+data_app.command("mix-report")(data_mix.mix_report)
+
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+app.command("train")(train_cmd.train)
+app.command("eval")(train_cmd.evaluate)
+app.command("grow")(grow_cmd.grow)
+app.command("generate")(generate_cmd.generate)
+app.command("quickstart")(quickstart.quickstart)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs from the library.")) -> None:
+    """flm: from raw Pile + WuDao text to a trained, grown bilingual model."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Training: the FLM model on megatron-core, stage configs, mixture loader, loop, growth."""

@@ -1,0 +1,149 @@
+"""Stage configuration: model shape, optimizer, training schedule and parallel plan.
+
+A stage (tiny, 125m, 1b, 16b, 51b, 101b, ...) is one YAML file under configs/stages/ loaded into
+`StageConfig` by flmconfig's generic loader. Defaults follow FLM-101B's released config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class MupConfig:
+    """μP (arXiv 2304.06875): multipliers and per-group LR derived from width / base_width."""
+
+    enabled: bool = False
+    base_width: int = 256
+    input_mult: float = 1.0
+    output_mult: float = 2.0
+
+    def validate(self) -> None:
+        if self.base_width <= 0:
+            raise ValueError(f"mup.base_width must be positive, got {self.base_width}")
+
+
+@dataclass
+class ModelConfig:
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    kv_heads: int | None = None
+    """Key/value heads for grouped-query attention; None means as many as `heads`."""
+    ffn_hidden: int | None = None
+    """FFN width; None means 4 x hidden (FLM-101B's n_inner)."""
+    vocab_size: int = 100256
+    vocab_pad_multiple: int = 128
+    seq_len: int = 2048
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    activation: Literal["gelu_tanh", "swiglu"] = "gelu_tanh"
+    bias: bool = True
+    tie_embeddings: bool = True
+    position: Literal["xpos", "rope", "none"] = "xpos"
+    rotary_base: float = 10000.0
+    xpos_scale_base: float = 512.0
+    scale_attn_by_inverse_layer_idx: bool = True
+    dropout: float = 0.1
+    init_std: float = 0.02
+    mup: MupConfig = field(default_factory=MupConfig)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def ffn_size(self) -> int:
+        return self.ffn_hidden if self.ffn_hidden is not None else 4 * self.hidden
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.vocab_pad_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    def validate(self) -> None:
+        if min(self.layers, self.hidden, self.heads, self.vocab_size, self.seq_len) <= 0:
+            raise ValueError("layers, hidden, heads, vocab_size and seq_len must be positive")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 100
+    decay_steps: int | None = None
+    """Steps over which the LR decays to min_lr; None means the run's total steps."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip_grad: float = 1.0
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    global_batch: int = 8
+    """Sequences per optimizer step (gradient accumulation fills it from micro-batches)."""
+    micro_batch: int = 8
+    seed: int = 1234
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 8
+    save_every: int = 500
+    keep_last: int = 3
+    max_bad_steps: int = 5
+    """Stop after this many consecutive steps with a NaN/inf loss or gradient."""
+
+    def validate(self) -> None:
+        if self.global_batch <= 0 or self.micro_batch <= 0:
+            raise ValueError("global_batch and micro_batch must be positive")
+        if self.global_batch % self.micro_batch:
+            raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of "
+                             f"micro_batch ({self.micro_batch})")
+
+
+@dataclass
+class ParallelConfig:
+    """The parallel plan; tp * pp * dp GPUs in all."""
+
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    distributed_optimizer: bool = True
+    sequence_parallel: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    def validate(self) -> None:
+        if min(self.tp, self.pp, self.dp) <= 0:
+            raise ValueError("tp, pp and dp must be positive")
+
+
+@dataclass
+class StageConfig:
+    name: str = "tiny"
+    description: str = ""
+    batch_tokens: int | None = None
+    """The paper's batch in tokens, for reference and dry runs (global_batch x seq_len when None)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)

@@ -1,0 +1,1 @@
+"""Data stages on datatrove: sources, download, readers, filters, dedup, writers, token shards."""

@@ -1,0 +1,266 @@
+"""The token-shard format: Arrow IPC files of tokenized documents plus manifest.json.
+
+One row per document: `tokens: list<uint32>` (EOS appended), `doc_id`, `source`, `subset`.
+Files are uncompressed Arrow IPC *file* format so they memory-map zero-copy. This module is the
+only writer and the only reader of the format; the reader checks the manifest so a shard set made
+by another tokenizer is a clear error, not silent garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARD_SUFFIX = ".arrow"
+SCHEMA = pa.schema([
+    ("tokens", pa.list_(pa.uint32())),
+    ("doc_id", pa.string()),
+    ("source", pa.string()),
+    ("subset", pa.string()),
+])
+
+
+class TokenShardError(ValueError):
+    """A token-shard directory is missing, inconsistent, or made by another tokenizer."""
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    rows: int
+    tokens: int
+
+
+@dataclass
+class Manifest:
+    tokenizer_hash: str
+    vocab_size: int
+    eos_id: int
+    shards: list[ShardInfo] = field(default_factory=list)
+    command: str = ""
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+    """Free-form facts about the run (skipped documents by reason, input files, timings)."""
+
+    @property
+    def total_rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(s.tokens for s in self.shards)
+
+    def save(self, directory: Path) -> Path:
+        """Write manifest.json atomically (temp file, then rename)."""
+        path = Path(directory) / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        path = Path(directory) / MANIFEST_NAME
+        if not path.exists():
+            raise TokenShardError(f"{directory}: no {MANIFEST_NAME}; is this a token-shard directory?")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            shards = [ShardInfo(**s) for s in data.pop("shards")]
+            manifest = cls(shards=shards, **data)
+        except (json.JSONDecodeError, TypeError, KeyError) as err:
+            raise TokenShardError(f"{path}: malformed manifest: {err}") from err
+        if manifest.format_version != FORMAT_VERSION:
+            raise TokenShardError(f"{path}: format_version {manifest.format_version}, this flm reads {FORMAT_VERSION}")
+        return manifest
+
+
+def documents_to_batch(token_lists: Sequence[np.ndarray | Sequence[int]], doc_ids: Sequence[str],
+                       sources: Sequence[str], subsets: Sequence[str]) -> pa.RecordBatch:
+    """Build one record batch; token arrays are concatenated once, without per-token Python work."""
+    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = (np.concatenate([np.asarray(t, dtype=np.uint32) for t in token_lists])
+            if len(token_lists) else np.zeros(0, dtype=np.uint32))
+    tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.uint32()))
+    return pa.record_batch([tokens, pa.array(doc_ids, pa.string()), pa.array(sources, pa.string()),
+                            pa.array(subsets, pa.string())], schema=SCHEMA)
+
+
+class TokenShardWriter:
+    """Writes one shard file; it appears under its final name only after `close()` succeeds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
+        self.rows = 0
+        self.tokens = 0
+        self._sink = pa.OSFile(str(self.tmp_path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, SCHEMA)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+        self.tokens += len(batch.column(0).values)
+
+    def close(self) -> ShardInfo:
+        self._writer.close()
+        self._sink.close()
+        os.replace(self.tmp_path, self.path)
+        return ShardInfo(name=self.path.name, rows=self.rows, tokens=self.tokens)
+
+    def abort(self) -> None:
+        """Drop a partial shard (the temp file), leaving nothing that looks complete."""
+        try:
+            self._writer.close()
+            self._sink.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> TokenShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass
+class _Chunk:
+    values: np.ndarray   # uint32 tokens of the chunk's documents, back to back (memory-mapped)
+    offsets: np.ndarray  # int32/int64 document offsets into `values`, length rows + 1
+
+
+class TokenShards:
+    """Memory-mapped, zero-copy access to a token-shard directory.
+
+    Documents are numbered globally in manifest order. `document(i)` and `read(start, n)` return
+    numpy views into the mapped files (a copy only when a read crosses a chunk boundary).
+    """
+
+    def __init__(self, directory: Path | str, *, tokenizer_hash: str | None = None,
+                 vocab_size: int | None = None) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise TokenShardError(f"{self.directory}: not a directory")
+        self.manifest = Manifest.load(self.directory)
+        if tokenizer_hash is not None and tokenizer_hash != self.manifest.tokenizer_hash:
+            raise TokenShardError(
+                f"{self.directory}: shards were made by tokenizer {self.manifest.tokenizer_hash[:12]}, "
+                f"expected {tokenizer_hash[:12]}; re-tokenize or point at the matching tokenizer")
+        if vocab_size is not None and vocab_size != self.manifest.vocab_size:
+            raise TokenShardError(f"{self.directory}: vocab size {self.manifest.vocab_size}, expected {vocab_size}")
+        self._chunks: list[_Chunk] = []
+        sources: list[pa.Array] = []
+        subsets: list[pa.Array] = []
+        doc_ids: list[pa.Array] = []
+        for info in self.manifest.shards:
+            table = self._open(info)
+            for batch in table.to_batches():
+                col = batch.column(0)
+                if col.offset != 0:
+                    raise TokenShardError(f"{self.directory / info.name}: sliced list arrays are not supported")
+                self._chunks.append(_Chunk(col.values.to_numpy(zero_copy_only=True), col.offsets.to_numpy()))
+                doc_ids.append(batch.column(1))
+                sources.append(batch.column(2))
+                subsets.append(batch.column(3))
+        lengths = [np.diff(c.offsets).astype(np.int64) for c in self._chunks]
+        self.doc_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+        """Tokens per document (EOS included), in global document order."""
+        self.doc_offsets = np.zeros(len(self.doc_lengths) + 1, dtype=np.int64)
+        np.cumsum(self.doc_lengths, out=self.doc_offsets[1:])
+        """Start of each document in the flat token stream (length num_docs + 1)."""
+        chunk_docs = np.array([len(c.offsets) - 1 for c in self._chunks], dtype=np.int64)
+        self._chunk_first_doc = np.concatenate([[0], np.cumsum(chunk_docs)]).astype(np.int64)
+        self._chunk_first_token = self.doc_offsets[self._chunk_first_doc]
+        self._doc_ids = pa.chunked_array(doc_ids, pa.string())
+        self._sources = pa.chunked_array(sources, pa.string())
+        self._subsets = pa.chunked_array(subsets, pa.string())
+
+    def _open(self, info: ShardInfo) -> pa.Table:
+        path = self.directory / info.name
+        try:
+            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        except (OSError, pa.ArrowInvalid) as err:
+            raise TokenShardError(f"{path}: cannot read token shard: {err}") from err
+        if table.schema != SCHEMA:
+            raise TokenShardError(f"{path}: schema {table.schema} differs from the token-shard schema")
+        if table.num_rows != info.rows:
+            raise TokenShardError(f"{path}: {table.num_rows} rows but the manifest says {info.rows}")
+        return table
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_lengths)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.doc_offsets[-1])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.manifest.vocab_size
+
+    @property
+    def eos_id(self) -> int:
+        return self.manifest.eos_id
+
+    def _locate(self, doc: int) -> tuple[_Chunk, int]:
+        chunk = int(np.searchsorted(self._chunk_first_doc, doc, side="right")) - 1
+        return self._chunks[chunk], doc - int(self._chunk_first_doc[chunk])
+
+    def document(self, doc: int) -> np.ndarray:
+        """Token ids of one document (EOS included): a zero-copy view."""
+        if not 0 <= doc < self.num_docs:
+            raise IndexError(f"document {doc} out of range 0..{self.num_docs - 1}")
+        chunk, local = self._locate(doc)
+        return chunk.values[chunk.offsets[local]:chunk.offsets[local + 1]]
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """`length` tokens of the flat stream (all documents back to back) from position `start`."""
+        if start < 0 or length < 0 or start + length > self.num_tokens:
+            raise IndexError(f"tokens [{start}, {start + length}) out of range 0..{self.num_tokens}")
+        pieces = []
+        while length > 0:
+            chunk_idx = int(np.searchsorted(self._chunk_first_token, start, side="right")) - 1
+            # Skip empty chunks that share a start position with the next one.
+            while len(self._chunks[chunk_idx].values) == 0:
+                chunk_idx += 1
+            chunk = self._chunks[chunk_idx]
+            local = start - int(self._chunk_first_token[chunk_idx])
+            take = min(length, len(chunk.values) - local)
+            pieces.append(chunk.values[local:local + take])
+            start += take
+            length -= take
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint32)
+
+    def doc_id(self, doc: int) -> str:
+        return self._doc_ids[doc].as_py()
+
+    def sources(self) -> np.ndarray:
+        """Source name of every document (numpy array of str, in document order)."""
+        return np.asarray(self._sources.to_numpy(zero_copy_only=False), dtype=object)
+
+    def subsets(self) -> np.ndarray:
+        """Subset of every document ('' where none), in document order."""
+        return np.asarray(self._subsets.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def write_shard(path: Path, batches: Iterable[pa.RecordBatch]) -> ShardInfo:
+    """Write a whole shard from record batches, atomically."""
+    with TokenShardWriter(path) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return ShardInfo(name=writer.path.name, rows=writer.rows, tokens=writer.tokens)

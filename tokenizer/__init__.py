@@ -1,0 +1,1 @@
+"""Byte-level BPE training (HF tokenizers, SentencePiece) and fast batch encoding (tiktoken)."""
