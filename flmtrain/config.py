@@ -109,6 +109,8 @@ class TrainConfig:
     keep_last: int = 3
     max_bad_steps: int = 5
     """Stop after this many consecutive steps with a NaN/inf loss or gradient."""
+    peak_tflops: float | None = None
+    """Peak TFLOP/s per device for MFU; None: looked up from the GPU's name (unknown on CPU)."""
 
     def validate(self) -> None:
         if self.global_batch <= 0 or self.micro_batch <= 0:
