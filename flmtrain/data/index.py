@@ -1,0 +1,104 @@
+"""The per-source document index: subset of every document and the validation hold-out, cached on disk.
+
+Built once per (manifest, valid_fraction) with vectorised numpy/pyarrow (no per-document Python), and
+saved as an .npz keyed by a hash of both, so later runs, ranks and workers only load it. The hold-out
+is stratified by subset and seeded by the subset's name only: it does not move when the training
+seed, the source's name or the mixture's weights change, so validation documents never leak into
+training across runs that share the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.token_shards import TokenShards
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+VALID_SALT = 0x666C6D76  # "flmv": fixes the hold-out independently of every training seed
+
+
+@dataclass
+class SourceIndex:
+    subset_names: list[str]
+    """Distinct subsets in order of first appearance ('' for documents without one)."""
+    subset_codes: np.ndarray
+    """int32 per document: position of its subset in `subset_names`."""
+    held_out: np.ndarray
+    """bool per document: reserved for validation, never trained on."""
+
+    def docs(self, code: int | None, *, held_out: bool) -> np.ndarray:
+        """Document ids of one subset (all subsets when code is None) on one side of the hold-out."""
+        mask = self.held_out if held_out else ~self.held_out
+        if code is not None:
+            mask = mask & (self.subset_codes == code)
+        return np.flatnonzero(mask)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("FLM_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "flm"
+
+
+def cache_key(shards: TokenShards, valid_fraction: float) -> str:
+    """Changes whenever the shards (via their manifest) or the hold-out settings change."""
+    manifest = asdict(shards.manifest)
+    manifest.pop("extra", None)
+    manifest.pop("command", None)
+    blob = json.dumps({"version": INDEX_VERSION, "manifest": manifest, "valid_fraction": valid_fraction},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def build_index(shards: TokenShards, valid_fraction: float) -> SourceIndex:
+    encoded = pa.array(shards.subsets(), pa.string()).dictionary_encode()
+    names = [str(n) for n in encoded.dictionary.to_pylist()]
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    held_out = np.zeros(len(codes), dtype=bool)
+    if valid_fraction > 0:
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        for code, name in enumerate(names):
+            members = order[bounds[code]:bounds[code + 1]]
+            n = len(members)
+            k = 0 if n < 2 else min(n - 1, max(1, round(valid_fraction * n)))
+            if k:
+                rng = np.random.default_rng([VALID_SALT, zlib.crc32(name.encode())])
+                held_out[members[rng.permutation(n)[:k]]] = True
+    return SourceIndex(names, codes, held_out)
+
+
+def load_index(shards: TokenShards, valid_fraction: float, cache_dir: Path | None = None) -> SourceIndex:
+    """The source's index from the cache, building and saving it (atomically) on a miss."""
+    directory = (cache_dir or default_cache_dir()) / "mixture-index"
+    path = directory / f"{cache_key(shards, valid_fraction)}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                index = SourceIndex([str(n) for n in data["subset_names"]], data["subset_codes"], data["held_out"])
+            if len(index.subset_codes) == shards.num_docs:
+                return index
+        except (OSError, KeyError, ValueError) as err:
+            log.warning("%s: unreadable index cache (%s); rebuilding", path, err)
+    index = build_index(shards, valid_fraction)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, subset_names=np.array(index.subset_names, dtype=str), subset_codes=index.subset_codes,
+                     held_out=index.held_out)
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only cache only costs rebuild time
+        log.warning("cannot cache the mixture index in %s: %s", directory, err)
+    return index

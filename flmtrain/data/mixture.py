@@ -1,0 +1,188 @@
+"""`Mixture`: a MixtureConfig opened over its token shards, handing out training and validation loaders.
+
+Opening checks what needs the data (paths, subsets, one tokenizer for all sources) with errors that
+name the source; builds or loads each source's cached index; and lays out the streams and the blend.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flmconfig import ConfigError
+from flmtrain.data.index import VALID_SALT, SourceIndex, load_index
+from flmtrain.data.loader import EvalLoader, MixtureDataset, TrainLoader
+from flmtrain.data.report import mixture_report
+from flmtrain.data.samples import Samples, ShardSet
+from flmtrain.data.stream import Stream
+from flmtrain.mixture_config import MixtureConfig, SourceConfig
+from pipelines.token_shards import TokenShardError, TokenShards
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float, float | None], None]
+
+WINDOW = 10_000
+"""Window over which mix-report measures the worst deviation of a source's share from its weight."""
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
+@dataclass
+class _Part:
+    """One blended stream of a source: one subset, or the whole source (subset None)."""
+
+    subset: str | None
+    code: int | None
+    share: float          # target share within the source
+    train: Stream
+    valid: Stream | None
+
+
+@dataclass
+class _Source:
+    config: SourceConfig
+    shards: TokenShards
+    index: SourceIndex
+    parts: list[_Part]
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(p.train.tokens_per_epoch for p in self.parts)
+
+
+def _open_source(position: int, source: SourceConfig) -> TokenShards:
+    where = f"sources[{position}] ({source.name})"
+    path = Path(source.path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{where}: path {path} does not exist (relative paths resolve against the current "
+                          f"directory, {Path.cwd()})")
+    try:
+        shards = TokenShards(path)
+    except TokenShardError as err:
+        raise ConfigError(f"{where}: {err}") from err
+    if shards.num_docs == 0:
+        raise ConfigError(f"{where}: {path} holds no documents")
+    return shards
+
+
+def _check_subsets(position: int, source: SourceConfig, index: SourceIndex) -> None:
+    for subset in source.subsets:
+        if subset not in index.subset_names:
+            close = difflib.get_close_matches(subset, index.subset_names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"sources[{position}] ({source.name}): unknown subset {subset!r}{hint}; "
+                              f"{source.path} has: {', '.join(repr(n) for n in index.subset_names)}")
+
+
+class Mixture:
+    """Token-shard sources blended by weight into one deterministic, resumable sample order."""
+
+    def __init__(self, cfg: MixtureConfig, *, seq_len: int | None = None, progress: Progress | None = None) -> None:
+        if not cfg.sources:
+            raise ConfigError("the mixture has no sources; list at least one under `sources:`")
+        self.cfg = cfg
+        self.seq_len = int(seq_len if seq_len is not None else cfg.seq_len)
+        if self.seq_len <= 0:
+            raise ConfigError(f"seq_len must be positive, got {self.seq_len}")
+        self.sources: list[_Source] = []
+        for position, source in enumerate(cfg.sources):
+            if progress:
+                progress("index sources", position, len(cfg.sources))
+            shards = _open_source(position, source)
+            index = load_index(shards, cfg.valid_fraction, cfg.cache_dir)
+            _check_subsets(position, source, index)
+            self.sources.append(_Source(source, shards, index, self._parts(source, shards, index)))
+        if progress:
+            progress("index sources", len(cfg.sources), len(cfg.sources))
+        self._check_tokenizers()
+        first = self.sources[0].shards.manifest
+        self.vocab_size, self.eos_id, self.tokenizer_hash = first.vocab_size, first.eos_id, first.tokenizer_hash
+        shard_set = ShardSet([s.shards.directory for s in self.sources], [s.shards for s in self.sources])
+        self.train_samples = Samples(shard_set, [s.config.weight for s in self.sources],
+                                     [[p.train for p in s.parts] for s in self.sources],
+                                     [[p.share for p in s.parts] for s in self.sources], self.seq_len)
+        self.valid_samples = self._valid_samples(shard_set)
+
+    def _parts(self, source: SourceConfig, shards: TokenShards, index: SourceIndex) -> list[_Part]:
+        """One stream per subset when the source weights subsets, else one stream for all of it."""
+        seed = self.cfg.seed
+        lengths = shards.doc_lengths
+        if not source.subsets:
+            train, valid = index.docs(None, held_out=False), index.docs(None, held_out=True)
+            return [_Part(None, None, 1.0, Stream(train, lengths[train], (seed, _crc(source.name), _crc("*"))),
+                          self._valid_stream(valid, lengths, "*"))]
+        parts = []
+        for code, name in enumerate(index.subset_names):
+            train, valid = index.docs(code, held_out=False), index.docs(code, held_out=True)
+            stream = Stream(train, lengths[train], (seed, _crc(source.name), _crc(name)))
+            share = source.subsets.get(name, 1.0) * stream.tokens_per_epoch
+            parts.append(_Part(name, code, share, stream, self._valid_stream(valid, lengths, name)))
+        total = sum(p.share for p in parts)
+        for part in parts:
+            part.share /= total
+        return parts
+
+    @staticmethod
+    def _valid_stream(docs: np.ndarray, lengths: np.ndarray, name: str) -> Stream | None:
+        return Stream(docs, lengths[docs], (VALID_SALT, _crc(name)), reshuffle=False) if len(docs) else None
+
+    def _check_tokenizers(self) -> None:
+        first = self.sources[0]
+        for source in self.sources[1:]:
+            a, b = first.shards.manifest, source.shards.manifest
+            if (a.tokenizer_hash, a.vocab_size, a.eos_id) != (b.tokenizer_hash, b.vocab_size, b.eos_id):
+                raise ConfigError(
+                    f"sources {first.config.name!r} and {source.config.name!r} were tokenized differently "
+                    f"(tokenizer {a.tokenizer_hash[:12]} vocab {a.vocab_size} eos {a.eos_id} vs "
+                    f"{b.tokenizer_hash[:12]} vocab {b.vocab_size} eos {b.eos_id}); re-tokenize one of them")
+
+    def _valid_samples(self, shard_set: ShardSet) -> Samples | None:
+        """The held-out streams blended by the same weights; as many samples as held-out tokens fill."""
+        kept = [(s, [p for p in s.parts if p.valid is not None]) for s in self.sources]
+        kept = [(s, parts) for s, parts in kept if parts]
+        held_out_tokens = sum(p.valid.tokens_per_epoch for _, parts in kept for p in parts)
+        length = held_out_tokens // self.seq_len
+        if not kept or length == 0:
+            return None
+        streams = [[p.valid for p in parts] for _, parts in kept]
+        shares = [[p.share for p in parts] for _, parts in kept]
+        samples = Samples(ShardSet([s.shards.directory for s, _ in kept], [s.shards for s, _ in kept]),
+                          [s.config.weight for s, _ in kept], streams, shares, self.seq_len, length)
+        return samples
+
+    def _dataset(self, samples: Samples) -> MixtureDataset:
+        return MixtureDataset(samples, self.eos_id, reset_position_ids=self.cfg.reset_position_ids,
+                              reset_attention_mask=self.cfg.reset_attention_mask)
+
+    def train_loader(self, micro_batch: int, dp_rank: int = 0, dp_size: int = 1, consumed_samples: int = 0,
+                     num_workers: int = 0, pin_memory: bool = False) -> TrainLoader:
+        """Endless batches {"tokens": int64 [micro_batch, seq_len + 1], ...} of this rank's slice."""
+        return TrainLoader(self._dataset(self.train_samples), micro_batch=micro_batch, dp_rank=dp_rank,
+                           dp_size=dp_size, consumed_samples=consumed_samples, seed=self.cfg.seed,
+                           num_workers=num_workers, pin_memory=pin_memory)
+
+    def valid_loader(self, micro_batch: int, dp_rank: int = 0, dp_size: int = 1, num_workers: int = 0,
+                     pin_memory: bool = False) -> EvalLoader:
+        """The held-out samples, in a fixed order, as whole global batches (finite, re-iterable)."""
+        if self.valid_samples is None:
+            raise ValueError(f"no validation data: valid_fraction is {self.cfg.valid_fraction} and the held-out "
+                             f"documents fill no sample of {self.seq_len} tokens")
+        return EvalLoader(self._dataset(self.valid_samples), micro_batch=micro_batch, dp_rank=dp_rank,
+                          dp_size=dp_size, num_workers=num_workers, pin_memory=pin_memory)
+
+    @property
+    def num_valid_samples(self) -> int:
+        return 0 if self.valid_samples is None else int(self.valid_samples.length or 0)
+
+    def report(self, num_samples: int, window: int = WINDOW) -> dict:
+        """What the first num_samples training samples deliver, per source and per subset."""
+        return mixture_report(self, num_samples, window)

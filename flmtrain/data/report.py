@@ -1,0 +1,78 @@
+"""What a mixture delivers over its first N training samples: shares, tokens and epochs per source and
+subset, and the worst share deviation over any window, computed from the same routing the loader uses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from flmtrain.data.schedule import Blend
+
+if TYPE_CHECKING:
+    from flmtrain.data.mixture import Mixture
+
+CHUNK = 1 << 20
+
+
+def window_errors(blend: Blend, num_samples: int, window: int) -> np.ndarray:
+    """Per stream: max |share in window - weight| over every window of `window` consecutive samples."""
+    worst = np.zeros(len(blend), dtype=np.float64)
+    for first in range(0, max(num_samples - window, 0) + 1, CHUNK):
+        last = min(first + CHUNK + window, num_samples)  # windows starting in [first, first + CHUNK)
+        stream, _ = blend.route(np.arange(first, last))
+        for k in range(len(blend)):
+            cum = np.concatenate([[0], np.cumsum(stream == k)])
+            counts = cum[window:] - cum[:-window]
+            worst[k] = max(worst[k], float(np.abs(counts / window - blend.weights[k]).max()))
+    return worst
+
+
+def mixture_report(mixture: Mixture, num_samples: int, window: int) -> dict:
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    seq_len = mixture.seq_len
+    window = min(window, num_samples)
+    samples = mixture.train_samples
+    per_source = samples.sources.counts(num_samples)
+    per_stream = samples.stream_counts(num_samples)
+    errors = window_errors(samples.sources, num_samples, window)
+    sources = {}
+    for s, source in enumerate(mixture.sources):
+        names = source.index.subset_names
+        lengths = source.shards.doc_lengths
+        delivered = np.zeros(len(names), dtype=np.int64)
+        available = np.zeros(len(names), dtype=np.int64)
+        for part, count in zip(source.parts, per_stream[s], strict=True):
+            codes = source.index.subset_codes[part.train.docs]
+            delivered += part.train.tokens_by_code(codes, len(names), int(count) * seq_len)
+            available += np.bincount(codes, weights=lengths[part.train.docs], minlength=len(names)).astype(np.int64)
+        targets = ({p.subset: p.share for p in source.parts} if source.config.subsets
+                   else {n: available[k] / available.sum() for k, n in enumerate(names)})
+        tokens = int(per_source[s]) * seq_len
+        subsets = {
+            name: {
+                "weight": source.config.subsets.get(name, 1.0) if source.config.subsets else None,
+                "target": float(targets[name]),
+                "share": float(delivered[k] / tokens) if tokens else 0.0,
+                "tokens": int(delivered[k]),
+                "epochs": float(delivered[k] / available[k]) if available[k] else 0.0,
+            }
+            for k, name in enumerate(names)
+        }
+        sources[source.config.name] = {
+            "weight": float(samples.sources.weights[s]),
+            "share": float(per_source[s] / num_samples),
+            "samples": int(per_source[s]),
+            "tokens": tokens,
+            "epochs": tokens / source.train_tokens,
+            "max_window_error": float(errors[s]),
+            "documents": int((~source.index.held_out).sum()),
+            "valid_documents": int(source.index.held_out.sum()),
+            "available_tokens": source.train_tokens,
+            "path": str(source.config.path),
+            "subsets": subsets,
+        }
+    return {"samples": num_samples, "seq_len": seq_len, "tokens": num_samples * seq_len, "window": window,
+            "seed": mixture.cfg.seed, "valid_samples": mixture.num_valid_samples, "sources": sources}

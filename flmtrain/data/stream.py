@@ -1,0 +1,81 @@
+"""A stream: one set of documents packed end to end, epoch after epoch, read at any token position.
+
+Epoch e is the stream's documents in the order of a permutation seeded by (key, e) (or one fixed
+order when `reshuffle` is off); epochs follow each other with no gap, so a read may cross document
+and epoch boundaries. Position t lies in epoch t // tokens_per_epoch, so any position is found from
+the position alone: that is what makes resume exact and data-parallel slicing trivial.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipelines.token_shards import TokenShards
+
+EPOCH_CACHE = 4
+"""Epoch orders kept in memory per stream (a read spans consecutive epochs)."""
+
+
+class Stream:
+    """Documents `docs` of one token-shard directory (their `lengths` given), packed into one stream."""
+
+    def __init__(self, docs: np.ndarray, lengths: np.ndarray, key: Sequence[int], *, reshuffle: bool = True) -> None:
+        if len(docs) == 0:
+            raise ValueError("a stream needs at least one document")
+        self.docs = np.asarray(docs, dtype=np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.key = tuple(int(k) for k in key)
+        self.reshuffle = reshuffle
+        self.tokens_per_epoch = int(self.lengths.sum())
+        self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_epochs"] = OrderedDict()  # recomputed where needed; never shipped to workers
+        return state
+
+    def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """(permutation of the stream's documents for epoch e, end position of each within the epoch)."""
+        e = e if self.reshuffle else 0
+        cached = self._epochs.get(e)
+        if cached is not None:
+            self._epochs.move_to_end(e)
+            return cached
+        perm = np.random.default_rng([*self.key, e]).permutation(len(self.docs))
+        cached = (perm, np.cumsum(self.lengths[perm]))
+        self._epochs[e] = cached
+        if len(self._epochs) > EPOCH_CACHE:
+            self._epochs.popitem(last=False)
+        return cached
+
+    def fill(self, shards: TokenShards, start: int, out: np.ndarray) -> None:
+        """Write the stream's tokens [start, start + len(out)) into `out` (one copy, no Python lists)."""
+        epoch, offset = divmod(start, self.tokens_per_epoch)
+        done, need = 0, len(out)
+        while done < need:
+            perm, ends = self.epoch(epoch)
+            k = int(np.searchsorted(ends, offset, side="right"))
+            within = offset - int(ends[k - 1]) if k else offset
+            while done < need and k < len(perm):
+                doc = shards.document(int(self.docs[perm[k]]))
+                take = min(need - done, len(doc) - within)
+                out[done:done + take] = doc[within:within + take]
+                done += take
+                within = 0
+                k += 1
+            epoch, offset = epoch + 1, 0
+
+    def tokens_by_code(self, codes: np.ndarray, num_codes: int, end: int) -> np.ndarray:
+        """Tokens per document class (`codes`: one per stream document) among the stream's first `end` tokens."""
+        full, rest = divmod(end, self.tokens_per_epoch)
+        total = np.bincount(codes, weights=self.lengths, minlength=num_codes) * full
+        if rest:
+            perm, ends = self.epoch(full)
+            k = int(np.searchsorted(ends, rest, side="right"))
+            total += np.bincount(codes[perm[:k]], weights=self.lengths[perm[:k]], minlength=num_codes)
+            if k < len(perm):
+                total[codes[perm[k]]] += rest - (int(ends[k - 1]) if k else 0)
+        return np.rint(total).astype(np.int64)

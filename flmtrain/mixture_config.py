@@ -1,0 +1,82 @@
+"""Mixture configuration: which token-shard directories to train on, in what proportions.
+
+A mixture is one YAML file under configs/mixtures/ loaded into `MixtureConfig` by flmconfig's
+generic loader. Shape:
+
+    seq_len: 2048
+    seed: 1234
+    valid_fraction: 0.01
+    sources:
+      - {name: pile, path: work/tokens/pile, weight: 0.7, subsets: {Pile-CC: 2.0, Github: 1.0}}
+      - {name: wudao, path: work/tokens/wudao, weight: 0.3}
+
+Semantics (the loader in flmtrain.data implements them):
+- `weight`: a source's share of training samples (= tokens, samples are fixed-length); weights are
+  normalised, so they need not sum to 1.
+- `subsets`: multipliers on a subset's natural size inside its source (the Pile's "epochs" column):
+  a subset's share of its source is proportional to `multiplier x its tokens`; subsets not listed keep
+  multiplier 1.0. Listing any subset makes every subset of that source its own blended stream, so
+  subset shares are exact too.
+- `path`: absolute, or relative to the current working directory (where `flm` runs), like every
+  other path given to `flm` on the command line.
+
+Checks that need no data (weights, names, ranges) run at load time; checks that need the shards
+(paths exist, subsets exist, tokenizers agree) run when `flmtrain.data.Mixture` opens them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class SourceConfig:
+    name: str
+    path: Path
+    """A token-shard directory (manifest.json + *.arrow); relative paths resolve against the cwd."""
+    weight: float = 1.0
+    subsets: dict[str, float] = field(default_factory=dict)
+    """Per-subset multipliers on natural size (Pile's pile_set_name, WuDao's dataType); unlisted = 1.0."""
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ValueError("a source needs a non-empty name")
+        if not self.weight > 0:
+            raise ValueError(f"source {self.name!r}: weight must be > 0, got {self.weight}")
+        for subset, multiplier in self.subsets.items():
+            if not multiplier > 0:
+                raise ValueError(f"source {self.name!r}: subset {subset!r} weight must be > 0, got {multiplier}")
+
+
+@dataclass
+class MixtureConfig:
+    seq_len: int = 2048
+    """Tokens per training sample; each sample carries seq_len + 1 tokens (inputs and shifted labels)."""
+    seed: int = 1234
+    """Seeds the per-epoch document shuffles; the validation hold-out does not depend on it."""
+    valid_fraction: float = 0.01
+    """Fraction of each stream's documents held out for validation (at least one where it has two)."""
+    sources: list[SourceConfig] = field(default_factory=list)
+    reset_position_ids: bool = False
+    """Restart position ids after every EOS (a `position_ids` tensor is returned); off like FLM-101B."""
+    reset_attention_mask: bool = False
+    """Block attention across documents (an `attention_mask` tensor is returned); off like FLM-101B."""
+    cache_dir: Path | None = None
+    """Where the document index is cached; None: $FLM_CACHE_DIR or ~/.cache/flm, under mixture-index/."""
+
+    def validate(self) -> None:
+        if self.seq_len <= 0:
+            raise ValueError(f"seq_len must be positive, got {self.seq_len}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Normalised source weights, by name."""
+        total = sum(s.weight for s in self.sources)
+        return {s.name: s.weight / total for s in self.sources}
