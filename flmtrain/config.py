@@ -71,6 +71,8 @@ class ModelConfig:
             raise ValueError(f"heads ({self.heads}) must be divisible by kv_heads ({self.kv_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.position != "none" and self.head_dim % 2:
+            raise ValueError(f"{self.position} needs an even head size, got hidden/heads = {self.head_dim}")
 
 
 @dataclass
@@ -129,14 +131,16 @@ class ParallelConfig:
     dp: int = 1
     distributed_optimizer: bool = True
     sequence_parallel: bool = False
+    gpus_per_node: int = 8
+    """For the torchrun launch line: nodes = ceil(tp * pp * dp / gpus_per_node)."""
 
     @property
     def world_size(self) -> int:
         return self.tp * self.pp * self.dp
 
     def validate(self) -> None:
-        if min(self.tp, self.pp, self.dp) <= 0:
-            raise ValueError("tp, pp and dp must be positive")
+        if min(self.tp, self.pp, self.dp, self.gpus_per_node) <= 0:
+            raise ValueError("tp, pp, dp and gpus_per_node must be positive")
 
 
 @dataclass
