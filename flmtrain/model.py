@@ -1,0 +1,172 @@
+"""The FLM model: megatron-core GPTModel with our layer spec (xPos + SDPA core attention) and μP.
+
+`build_model` turns a `ModelConfig` into a megatron-core `GPTModel` subclass for this process's
+tensor/pipeline rank (call `flmtrain.parallel.init_parallel` first). The call is GPTModel's:
+`model(input_ids, position_ids, attention_mask=None, labels=None)` returns the per-token loss
+[b, s] when labels are given and logits [b, s, vocab] otherwise.
+
+μP (Yang et al. 2021; FLM-101B's μScaling recipe) with width_mult = hidden / base_width:
+  - input embeddings are multiplied by `input_mult`;
+  - logits are multiplied by `output_mult / width_mult` (applied to the last hidden state, which
+    is the same because the output layer has no bias);
+  - hidden matrices start with std init_std / sqrt(width_mult), embeddings with init_std;
+  - attention is scaled by 1/d_head (flmtrain.attention); per-parameter LRs are in flmtrain.mup.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
+from megatron.core.models.gpt import GPTModel
+from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
+from megatron.core.transformer.attention import SelfAttention, SelfAttentionSubmodules
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.identity_op import IdentityOp
+from megatron.core.transformer.mlp import MLP, MLPSubmodules
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
+from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
+from megatron.core.transformer.transformer_config import TransformerConfig
+from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
+from megatron.core.utils import init_method_normal, scaled_init_method_normal
+
+from flmtrain.attention import FLMCoreAttention
+from flmtrain.config import ModelConfig
+from flmtrain.mup import width_mult
+from flmtrain.plan import padded_vocab
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's "gelu_new"/"gelu_fast": GeLU with the tanh approximation (FLM-101B's activation)."""
+    return F.gelu(x, approximate="tanh")
+
+
+def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dtype: torch.dtype = torch.float32,
+                       sequence_parallel: bool = False) -> TransformerConfig:
+    """megatron-core's TransformerConfig for `cfg`, with the μP init and no CUDA-only fusions."""
+    hidden_std = cfg.init_std / math.sqrt(width_mult(cfg)) if cfg.mup.enabled else cfg.init_std
+    return TransformerConfig(
+        num_layers=cfg.layers,
+        hidden_size=cfg.hidden,
+        num_attention_heads=cfg.heads,
+        num_query_groups=cfg.kv_heads or cfg.heads,
+        kv_channels=cfg.head_dim,
+        ffn_hidden_size=cfg.ffn_size,
+        normalization="RMSNorm" if cfg.norm == "rmsnorm" else "LayerNorm",
+        layernorm_epsilon=cfg.norm_eps,
+        gated_linear_unit=cfg.activation == "swiglu",
+        activation_func=F.silu if cfg.activation == "swiglu" else gelu_tanh,
+        add_bias_linear=cfg.bias,
+        add_qkv_bias=cfg.bias,
+        hidden_dropout=cfg.dropout,
+        attention_dropout=cfg.dropout,
+        init_method_std=hidden_std,
+        init_method=init_method_normal(hidden_std),
+        output_layer_init_method=scaled_init_method_normal(hidden_std, cfg.layers),
+        embedding_init_method_std=cfg.init_std,
+        params_dtype=params_dtype,
+        pipeline_dtype=params_dtype,
+        use_cpu_initialization=not torch.cuda.is_available(),
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        sequence_parallel=sequence_parallel,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=False,
+        apply_rope_fusion=False,
+        cross_entropy_loss_fusion=False,
+        apply_query_key_layer_scaling=False,
+    )
+
+
+def layer_spec(cfg: ModelConfig) -> ModuleSpec:
+    """One transformer layer: pre-norm attention with our core attention, pre-norm MLP (local modules)."""
+    core_attention = partial(
+        FLMCoreAttention, position=cfg.position, rotary_base=cfg.rotary_base, xpos_scale_base=cfg.xpos_scale_base,
+        mup=cfg.mup.enabled, inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx)
+    return ModuleSpec(
+        module=TransformerLayer,
+        submodules=TransformerLayerSubmodules(
+            input_layernorm=WrappedTorchNorm,
+            self_attention=ModuleSpec(
+                module=SelfAttention,
+                params={"attn_mask_type": AttnMaskType.causal},
+                submodules=SelfAttentionSubmodules(
+                    linear_qkv=ColumnParallelLinear, core_attention=core_attention, linear_proj=RowParallelLinear,
+                    q_layernorm=IdentityOp, k_layernorm=IdentityOp),
+            ),
+            self_attn_bda=get_bias_dropout_add,
+            pre_mlp_layernorm=WrappedTorchNorm,
+            mlp=ModuleSpec(module=MLP, submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear,
+                                                                linear_fc2=RowParallelLinear)),
+            mlp_bda=get_bias_dropout_add,
+        ),
+    )
+
+
+class FLMModel(GPTModel):
+    """GPTModel with μP's input and output multipliers, and `attention_mask` optional (None = causal)."""
+
+    def __init__(self, *args: Any, input_mult: float = 1.0, output_mult: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_mult = input_mult
+        self.output_mult = output_mult
+        """Effective logit multiplier (μP's output_mult / width_mult); growth keeps it in step with width."""
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
+                attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().forward(input_ids, position_ids, attention_mask, *args, **kwargs)
+
+    def _preprocess(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        out = super()._preprocess(*args, **kwargs)
+        if self.input_mult != 1.0 and kwargs.get("decoder_input") is None and out[0] is not None:
+            out = (out[0] * self.input_mult, *out[1:])
+        return out
+
+    def _postprocess(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        if self.post_process and self.output_mult != 1.0:
+            hidden_states = hidden_states * self.output_mult
+        return super()._postprocess(hidden_states, *args, **kwargs)
+
+
+def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype: torch.dtype = torch.float32,
+                seed: int | None = None) -> FLMModel:
+    """The model for this process's tensor/pipeline rank; `seed` (if given) reseeds torch first."""
+    if not parallel_state.model_parallel_is_initialized():
+        raise RuntimeError("megatron parallel state is not initialised: call flmtrain.parallel.init_parallel() first")
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    pp = parallel_state.get_pipeline_model_parallel_world_size()
+    if cfg.layers % pp:
+        raise ValueError(f"model.layers ({cfg.layers}) must be divisible by the pipeline size ({pp})")
+    if vocab_size is not None:
+        cfg = replace(cfg, vocab_size=vocab_size)
+    if seed is not None:
+        from flmtrain.parallel import seed_everything
+
+        seed_everything(seed)
+    config = transformer_config(cfg, tp=tp, pp=pp, params_dtype=params_dtype)
+    spec = ModuleSpec(module=TransformerBlock, submodules=TransformerBlockSubmodules(
+        layer_specs=[layer_spec(cfg)] * (cfg.layers // pp), layer_norm=WrappedTorchNorm))
+    mup = cfg.mup
+    return FLMModel(
+        config=config,
+        transformer_layer_spec=spec,
+        vocab_size=padded_vocab(cfg, tp),
+        max_sequence_length=cfg.seq_len,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+        parallel_output=True,
+        share_embeddings_and_output_weights=cfg.tie_embeddings,
+        position_embedding_type="none",
+        input_mult=mup.input_mult if mup.enabled else 1.0,
+        output_mult=mup.output_mult / width_mult(cfg) if mup.enabled else 1.0,
+    )
