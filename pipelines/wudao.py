@@ -46,6 +46,14 @@ class WuDaoError(ValueError):
     """The input cannot be read at all (missing, unknown format, no RAR tool)."""
 
 
+class JsonStreamError(ValueError):
+    """A JSON array stops being valid at element `index`; nothing after it can be trusted."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"element {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
 @dataclass
 class Malformed:
     file: str
@@ -230,8 +238,8 @@ class _TextScanner:
 def iter_json_values(text: IO[str]) -> Iterator[tuple[int, Any]]:
     """Stream the elements of a top-level JSON array, or the lines of JSON Lines, as (index, value).
 
-    In an array, invalid JSON raises ValueError naming the element index (nothing after it can be
-    trusted); in JSON Lines a bad line is yielded as (index, ValueError) and parsing goes on.
+    In an array, invalid JSON raises JsonStreamError (nothing after it can be trusted); in JSON
+    Lines a bad line is yielded as (index, ValueError) and parsing goes on.
     """
     scan = _TextScanner(text)
     first = scan.peek()
@@ -241,7 +249,7 @@ def iter_json_values(text: IO[str]) -> Iterator[tuple[int, Any]]:
     elif first == "{":
         yield from _line_values(scan)
     elif first:
-        raise ValueError(f"element 0: expected a JSON array or JSON Lines, found {first!r}")
+        raise JsonStreamError(0, f"expected a JSON array or JSON Lines, found {first!r}")
 
 
 def _array_values(scan: _TextScanner) -> Iterator[tuple[int, Any]]:
@@ -250,17 +258,18 @@ def _array_values(scan: _TextScanner) -> Iterator[tuple[int, Any]]:
         return
     while True:
         if scan.peek() == "":
-            raise ValueError(f"element {index}: file ends inside the array (truncated?)")
+            raise JsonStreamError(index, "the file ends inside the array (truncated?)")
         try:
             yield index, scan.value()
         except json.JSONDecodeError as e:
-            raise ValueError(f"element {index}: invalid JSON ({e.msg}); rest of the file skipped") from e
+            raise JsonStreamError(index, f"invalid JSON ({e.msg}); rest of the file skipped") from e
         index += 1
         c = scan.peek()
         if c == "]":
             return
         if c != ",":
-            raise ValueError(f"element {index}: expected ',' or ']' after element {index - 1}, found {c!r}")
+            raise JsonStreamError(index, f"expected ',' or ']' after the previous element, found {c!r}; "
+                                         "rest of the file skipped")
         scan.pos += 1
 
 
@@ -376,8 +385,10 @@ def _convert_member(name: str, size: int | None, opener: Callable[[], AbstractCo
                 else:
                     writer.write(rec)
                     report.docs += 1
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zstandard.ZstdError) as e:
+    except JsonStreamError as e:
+        bad(name, e.index, e.reason)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as e:
         # UnicodeDecodeError is a ValueError; a truncated archive member raises EOFError or OSError.
-        bad(name, index + 1, f"file unreadable from here on: {e}")
+        bad(name, index + 1, f"unreadable from here on, rest of the file skipped: {e}")
     if progress and size is None:
         progress(label, read, read)
