@@ -83,13 +83,20 @@ class Manifest:
 
 
 def documents_to_batch(token_lists: Sequence[np.ndarray | Sequence[int]], doc_ids: Sequence[str],
-                       sources: Sequence[str], subsets: Sequence[str]) -> pa.RecordBatch:
-    """Build one record batch; token arrays are concatenated once, without per-token Python work."""
-    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+                       sources: Sequence[str], subsets: Sequence[str], *, append: int | None = None) -> pa.RecordBatch:
+    """Build one record batch; token arrays are concatenated once, without per-token Python work.
+
+    `append` (the EOS id) is added to the end of every document within that one concatenation.
+    """
+    extra = 0 if append is None else 1
+    lengths = np.fromiter((len(t) + extra for t in token_lists), dtype=np.int64, count=len(token_lists))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    flat = (np.concatenate([np.asarray(t, dtype=np.uint32) for t in token_lists])
-            if len(token_lists) else np.zeros(0, dtype=np.uint32))
+    arrays = [np.asarray(t, dtype=np.uint32) for t in token_lists]
+    if append is not None:
+        tail = np.array([append], dtype=np.uint32)
+        arrays = [part for array in arrays for part in (array, tail)]
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
     tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.uint32()))
     return pa.record_batch([tokens, pa.array(doc_ids, pa.string()), pa.array(sources, pa.string()),
                             pa.array(subsets, pa.string())], schema=SCHEMA)
