@@ -116,7 +116,7 @@ def _print_batch(batch: Batch) -> None:
     for col in ("file", "bytes", "status", "check"):
         table.add_column(col, justify="right" if col == "bytes" else "left")
     for r in batch.results:
-        check = "sha256 matches the published one" if r.verified else "sha256 recorded (none published)"
+        check = "sha256 matches the published one" if r.verified else "sha256 recorded (none known for this mirror)"
         status = r.status + (f" (resumed at {r.resumed_from:,})" if r.resumed_from else "")
         table.add_row(str(r.dest), f"{r.bytes:,}", status, check)
     console.print(table)

@@ -349,6 +349,7 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
         if problem is None:
             if recorded_sha256(d.dest) != sha:
                 write_sidecar(d.dest, sha)
+            part.unlink(missing_ok=True)  # a leftover from an older attempt, not needed any more
             report(size, size)
             return Result(d.url, d.dest, size, sha, "present", d.sha256 is not None)
         moved.append(str(_move_aside(d.dest)))

@@ -355,6 +355,13 @@ def test_cli_pile_from_a_local_mirror_then_list(server, tmp_path: Path) -> None:
     listing = runner.invoke(app, ["data", "download", "--list", "pile", "--out", str(tmp_path), "--json"])
     states = {f["name"]: f["state"] for f in json.loads(listing.stdout)["sources"][0]["files"]}
     assert states["00"] == states["val"] == "recorded" and states["01"] == "missing"
+    folder = tmp_path / "mirror"  # a local folder works as a mirror, like file:// URLs
+    (folder / "train").mkdir(parents=True)
+    (folder / "test.jsonl.zst").write_bytes(b"test split")
+    res = runner.invoke(app, ["data", "download", "pile", "--files", "test", "--mirror", str(folder),
+                              "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "pile" / "test.jsonl.zst").read_bytes() == b"test split"
     table = runner.invoke(app, ["data", "download", "--list", "--out", str(tmp_path)])
     assert table.exit_code == 0 and "sha256 recorded" in table.stdout and "wudao" in table.stdout
 
