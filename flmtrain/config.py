@@ -144,6 +144,21 @@ class ParallelConfig:
 
 
 @dataclass
+class GrowthStepConfig:
+    """A growth scheduled during training (MSG): once `at_tokens` tokens are trained, grow into stage `to`."""
+
+    at_tokens: int
+    to: str
+    """Target stage: a bundled stage name (configs/stages/) or a YAML path."""
+    ramp_steps: int = 100
+    """Steps over which the masks of the new structure ramp from 0 to 1."""
+
+    def validate(self) -> None:
+        if self.at_tokens < 0 or self.ramp_steps < 1:
+            raise ValueError(f"need at_tokens >= 0 and ramp_steps >= 1, got {self.at_tokens}, {self.ramp_steps}")
+
+
+@dataclass
 class StageConfig:
     name: str = "tiny"
     description: str = ""
@@ -153,3 +168,6 @@ class StageConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    growth: list[GrowthStepConfig] = field(default_factory=list)
+    """Growths `flm train` makes in place when their token counts are reached (the target stage may
+    schedule the next one)."""
