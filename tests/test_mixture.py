@@ -98,6 +98,7 @@ def test_blend_is_exact_over_every_window() -> None:
         shares = (cum[10_000:] - cum[:-10_000]) / 10_000
         assert np.abs(shares - w).max() < 0.01
     assert np.array_equal(blend.counts(60_000), np.bincount(stream))
+    assert all(blend.locate(n) == (stream[n], index[n]) for n in range(0, 60_000, 7))
     late, _ = blend.route(np.arange(10**12, 10**12 + 10_000))
     assert np.abs(np.bincount(late, minlength=5) / 10_000 - weights).max() < 0.01
 

@@ -38,12 +38,17 @@ class SourceIndex:
     held_out: np.ndarray
     """bool per document: reserved for validation, never trained on."""
 
-    def docs(self, code: int | None, *, held_out: bool) -> np.ndarray:
-        """Document ids of one subset (all subsets when code is None) on one side of the hold-out."""
-        mask = self.held_out if held_out else ~self.held_out
-        if code is not None:
-            mask = mask & (self.subset_codes == code)
-        return np.flatnonzero(mask)
+    def docs(self, *, held_out: bool) -> np.ndarray:
+        """Document ids (ascending) on one side of the hold-out."""
+        return np.flatnonzero(self.held_out == held_out)
+
+    def docs_by_subset(self, *, held_out: bool) -> list[np.ndarray]:
+        """Per subset code, its document ids (ascending) on one side of the hold-out; one sort in all."""
+        side = self.docs(held_out=held_out)
+        codes = self.subset_codes[side]
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(self.subset_names) + 1))
+        return [side[order[bounds[c]:bounds[c + 1]]] for c in range(len(self.subset_names))]
 
 
 def default_cache_dir() -> Path:

@@ -117,12 +117,13 @@ class Mixture:
         seed = self.cfg.seed
         lengths = shards.doc_lengths
         if not source.subsets:
-            train, valid = index.docs(None, held_out=False), index.docs(None, held_out=True)
+            train, valid = index.docs(held_out=False), index.docs(held_out=True)
             return [_Part(None, None, 1.0, Stream(train, lengths[train], (seed, _crc(source.name), _crc("*"))),
                           self._valid_stream(valid, lengths, "*"))]
         parts = []
-        for code, name in enumerate(index.subset_names):
-            train, valid = index.docs(code, held_out=False), index.docs(code, held_out=True)
+        subsets = zip(index.docs_by_subset(held_out=False), index.docs_by_subset(held_out=True), strict=True)
+        for code, (train, valid) in enumerate(subsets):
+            name = index.subset_names[code]
             stream = Stream(train, lengths[train], (seed, _crc(source.name), _crc(name)))
             share = source.subsets.get(name, 1.0) * stream.tokens_per_epoch
             parts.append(_Part(name, code, share, stream, self._valid_stream(valid, lengths, name)))

@@ -45,9 +45,10 @@ def mixture_report(mixture: Mixture, num_samples: int, window: int) -> dict:
         delivered = np.zeros(len(names), dtype=np.int64)
         available = np.zeros(len(names), dtype=np.int64)
         for part, count in zip(source.parts, per_stream[s], strict=True):
-            codes = source.index.subset_codes[part.train.docs]
+            codes = source.index.subset_codes
             delivered += part.train.tokens_by_code(codes, len(names), int(count) * seq_len)
-            available += np.bincount(codes, weights=lengths[part.train.docs], minlength=len(names)).astype(np.int64)
+            available += np.bincount(codes[part.train.docs], weights=lengths[part.train.docs],
+                                     minlength=len(names)).astype(np.int64)
         targets = ({p.subset: p.share for p in source.parts} if source.config.subsets
                    else {n: available[k] / available.sum() for k, n in enumerate(names)})
         tokens = int(per_source[s]) * seq_len

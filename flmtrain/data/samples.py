@@ -9,6 +9,7 @@ samples share one token, as in Megatron, so no token is dropped at sample edges.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +59,19 @@ class Samples:
                 stream[rows], index[rows] = blend.route(at_source[rows])
         return source, stream, index
 
-    def tokens(self, indices: np.ndarray | list[int]) -> np.ndarray:
+    def locate(self, n: int) -> tuple[int, int, int]:
+        """`route` for one sample, in plain Python: cheaper than numpy for the few samples of a batch."""
+        source, at_source = self.sources.locate(n)
+        return (source, *self.within[source].locate(at_source))
+
+    def tokens(self, indices: Sequence[int]) -> np.ndarray:
         """int64 [len(indices), seq_len + 1]: the samples' tokens, read from the memory-mapped shards."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if self.length is not None and indices.size and (indices.min() < 0 or indices.max() >= self.length):
-            raise IndexError(f"sample indices must lie in [0, {self.length})")
         out = np.empty((len(indices), self.seq_len + 1), dtype=np.int64)
-        for row, (s, c, j) in enumerate(zip(*self.route(indices), strict=True)):
-            self.streams[s][c].fill(self.shards[int(s)], int(j) * self.seq_len, out[row])
+        for row, n in enumerate(indices):
+            if self.length is not None and not 0 <= n < self.length:
+                raise IndexError(f"sample {n} outside [0, {self.length})")
+            s, c, j = self.locate(int(n))
+            self.streams[s][c].fill(self.shards[s], j * self.seq_len, out[row])
         return out
 
     def stream_counts(self, num_samples: int) -> list[np.ndarray]:

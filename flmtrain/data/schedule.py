@@ -10,6 +10,7 @@ alone, for arrays of n at once, with no precomputed table and no state beyond n.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,20 @@ class Blend:
     def _left_count(m: np.ndarray, p: float) -> np.ndarray:
         """Samples sent left among the first m a node receives: round(m * p), halves rounding up."""
         return np.floor(m.astype(np.float64) * p + 0.5).astype(np.int64)
+
+    def locate(self, n: int) -> tuple[int, int]:
+        """(stream, index within it) of one sample: the same arithmetic as `route`, without numpy overhead."""
+        if n < 0:
+            raise IndexError("sample indices must be >= 0")
+        node, index = self._root, int(n)
+        while node >= 0:
+            spec = self._nodes[node]
+            before = math.floor(float(index) * spec.p_left + 0.5)
+            if math.floor(float(index + 1) * spec.p_left + 0.5) > before:
+                node, index = spec.left, before
+            else:
+                node, index = spec.right, index - before
+        return -node - 1, index
 
     def route(self, n: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """For global sample indices n: (stream of each sample, its index within that stream)."""

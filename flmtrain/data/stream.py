@@ -15,7 +15,7 @@ import numpy as np
 
 from pipelines.token_shards import TokenShards
 
-EPOCH_CACHE = 4
+EPOCH_CACHE = 2
 """Epoch orders kept in memory per stream (a read spans consecutive epochs)."""
 
 
@@ -25,12 +25,13 @@ class Stream:
     def __init__(self, docs: np.ndarray, lengths: np.ndarray, key: Sequence[int], *, reshuffle: bool = True) -> None:
         if len(docs) == 0:
             raise ValueError("a stream needs at least one document")
-        self.docs = np.asarray(docs, dtype=np.int64)
-        self.lengths = np.asarray(lengths, dtype=np.int64)
+        int32 = np.iinfo(np.int32).max
+        self.docs = np.asarray(docs, dtype=np.int32 if int(np.max(docs)) < int32 else np.int64)
+        self.lengths = np.asarray(lengths, dtype=np.int32 if int(np.max(lengths)) < int32 else np.int64)
         self.key = tuple(int(k) for k in key)
         self.reshuffle = reshuffle
-        self.tokens_per_epoch = int(self.lengths.sum())
-        self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self.tokens_per_epoch = int(self.lengths.sum(dtype=np.int64))
+        self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -38,14 +39,14 @@ class Stream:
         return state
 
     def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
-        """(permutation of the stream's documents for epoch e, end position of each within the epoch)."""
+        """(document ids in epoch e's order, end position of each within the epoch)."""
         e = e if self.reshuffle else 0
         cached = self._epochs.get(e)
         if cached is not None:
             self._epochs.move_to_end(e)
             return cached
         perm = np.random.default_rng([*self.key, e]).permutation(len(self.docs))
-        cached = (perm, np.cumsum(self.lengths[perm]))
+        cached = (self.docs[perm], np.cumsum(self.lengths[perm], dtype=np.int64))
         self._epochs[e] = cached
         if len(self._epochs) > EPOCH_CACHE:
             self._epochs.popitem(last=False)
@@ -55,12 +56,13 @@ class Stream:
         """Write the stream's tokens [start, start + len(out)) into `out` (one copy, no Python lists)."""
         epoch, offset = divmod(start, self.tokens_per_epoch)
         done, need = 0, len(out)
+        document = shards.document
         while done < need:
-            perm, ends = self.epoch(epoch)
-            k = int(np.searchsorted(ends, offset, side="right"))
+            order, ends = self.epoch(epoch)
+            k = int(ends.searchsorted(offset, side="right"))
             within = offset - int(ends[k - 1]) if k else offset
-            while done < need and k < len(perm):
-                doc = shards.document(int(self.docs[perm[k]]))
+            while done < need and k < len(order):
+                doc = document(int(order[k]))
                 take = min(need - done, len(doc) - within)
                 out[done:done + take] = doc[within:within + take]
                 done += take
@@ -69,13 +71,14 @@ class Stream:
             epoch, offset = epoch + 1, 0
 
     def tokens_by_code(self, codes: np.ndarray, num_codes: int, end: int) -> np.ndarray:
-        """Tokens per document class (`codes`: one per stream document) among the stream's first `end` tokens."""
+        """Tokens per document class (`codes`, indexed by document id) among the stream's first `end` tokens."""
         full, rest = divmod(end, self.tokens_per_epoch)
-        total = np.bincount(codes, weights=self.lengths, minlength=num_codes) * full
+        total = np.bincount(codes[self.docs], weights=self.lengths, minlength=num_codes) * full
         if rest:
-            perm, ends = self.epoch(full)
-            k = int(np.searchsorted(ends, rest, side="right"))
-            total += np.bincount(codes[perm[:k]], weights=self.lengths[perm[:k]], minlength=num_codes)
-            if k < len(perm):
-                total[codes[perm[k]]] += rest - (int(ends[k - 1]) if k else 0)
+            order, ends = self.epoch(full)
+            k = int(ends.searchsorted(rest, side="right"))
+            starts = np.concatenate([[0], ends[:-1]])
+            total += np.bincount(codes[order[:k]], weights=ends[:k] - starts[:k], minlength=num_codes)
+            if k < len(order):
+                total[codes[order[k]]] += rest - int(starts[k])
         return np.rint(total).astype(np.int64)
