@@ -1,23 +1,136 @@
-"""`flm` commands: train, evaluate."""
+"""`flm train` and `flm eval`: thin wrappers over flmtrain.train and flmtrain.evaluate."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from cli.render import not_built
+from cli.render import console, emit_json, err_console, fail, progress_bars
+from flmconfig import ConfigError, find_config, load_config
+
+
+def _is_rank0() -> bool:
+    """Under torchrun every rank runs the command; only rank 0 talks to the user."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def step_line(record: dict[str, Any], target: int) -> str:
+    line = (f"step {record['step']}/{target}  loss {_fmt(record['loss'], '.4f')}  lr {record['lr']:.3g}  "
+            f"grad-norm {_fmt(record['grad_norm'], '.3f')}  {record['tokens_per_s']:,.0f} tok/s  "
+            f"{record['tflops_per_gpu']:.2f} TFLOP/s/GPU  MFU {_fmt(record['mfu'], '.1%')}")
+    if "val_loss" in record:
+        line += f"  val {record['val_loss']:.4f}"
+    if record["skipped"]:
+        line += "  [yellow]skipped (non-finite)[/]"
+    return line
 
 
 def train(
+    stage: Annotated[str, typer.Option(help="Stage config: a bundled name (tiny, 1b, 101b, ...) or a YAML path.")],
+    mixture: Annotated[Path | None, typer.Option(help="Mixture YAML naming the token shards.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (checkpoints, logs).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default: the stage's train.steps).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a stage key, e.g. optim.lr=1e-3.")] = None,
+    resume: Annotated[str, typer.Option(help="latest (the run dir's newest checkpoint), none, or a path.")] = "latest",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: params, memory, FLOPs, command.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Train a stage (tiny ... 101b) on a mixture with megatron-core; resumes from the run dir."""
-    not_built("training", issue=7)
+    from flmtrain.config import StageConfig
+
+    try:
+        stage_cfg = load_config(StageConfig, find_config(stage, "stages"), set_ or [])
+    except ConfigError as err:
+        fail(str(err))
+    if dry_run:
+        _dry_run(stage_cfg, json_)
+        return
+    if mixture is None or run_dir is None:
+        fail("--mixture and --run-dir are required to train (or pass --dry-run)")
+    _train(stage_cfg, mixture, run_dir, steps, resume, json_)
+
+
+def _dry_run(stage_cfg: Any, json_: bool) -> None:
+    from flmtrain.plan import dry_run
+
+    plan = dry_run(stage_cfg)
+    if json_:
+        emit_json(plan)
+        return
+    for key, value in plan.items():
+        console.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resume: str, json_: bool) -> None:
+    from flmtrain.checkpoint import CheckpointError
+    from flmtrain.mixture_config import MixtureConfig
+    from flmtrain.train import Trainer, TrainingDiverged
+    from pipelines.token_shards import TokenShardError
+
+    try:
+        mixture_cfg = load_config(MixtureConfig, mixture)
+    except ConfigError as err:
+        fail(str(err))
+    show = _is_rank0() and not json_
+    target = steps if steps is not None else stage_cfg.train.steps
+    every = max(stage_cfg.train.log_every, 1)
+    with progress_bars(enabled=show) as bars:
+        def on_step(record: dict[str, Any]) -> None:
+            if record["step"] % every == 0 or "val_loss" in record or record["skipped"]:
+                bars.progress.console.print(step_line(record, target), highlight=False)
+
+        trainer = Trainer(stage_cfg, mixture_cfg, run_dir, steps=steps, resume=resume, progress=bars,
+                          on_step=on_step if show else None)
+        try:
+            result = trainer.run()
+        except (ConfigError, TokenShardError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError) as err:
+            fail(str(err))
+    if not _is_rank0():
+        return
+    data = dataclasses.asdict(result)
+    if json_:
+        emit_json(data)
+        return
+    verb = {"completed": "trained", "interrupted": "interrupted; saved", "already-done": "nothing to do at"}[
+        result.status]
+    err_console.print(f"[bold green]{verb}[/] step {result.step}/{result.target_steps} "
+                      f"(from {result.start_step}) in {result.seconds:.1f}s; loss {_fmt(result.loss, '.4f')}, "
+                      f"val {_fmt(result.val_loss, '.4f')}, skipped {result.skipped_steps}; "
+                      f"checkpoint {result.checkpoint}", highlight=False)
 
 
 def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory (runs/NAME/checkpoints/step-N).")],
+    mixture: Annotated[Path | None, typer.Option(help="Mixture YAML (default: the checkpoint's).")] = None,
+    batches: Annotated[int | None, typer.Option(help="At most this many micro-batches per rank.")] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Sequences per micro-batch.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Compute validation loss of a checkpoint on a mixture's held-out split."""
-    not_built("evaluation", issue=7)
+    from flmtrain.checkpoint import CheckpointError
+    from flmtrain.evaluate import evaluate_checkpoint
+    from flmtrain.mixture_config import MixtureConfig
+    from pipelines.token_shards import TokenShardError
+
+    try:
+        mixture_cfg = load_config(MixtureConfig, mixture) if mixture is not None else None
+        result = evaluate_checkpoint(checkpoint, mixture_cfg, micro_batch=micro_batch, max_batches=batches)
+    except (ConfigError, TokenShardError, CheckpointError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    if not _is_rank0():
+        return
+    if json_:
+        emit_json(dataclasses.asdict(result))
+        return
+    perplexity = math.exp(min(result.val_loss, 50.0))
+    console.print(f"val_loss {result.val_loss:.4f} (perplexity {perplexity:.2f}) on {result.tokens:,} tokens; "
+                  f"checkpoint {result.checkpoint} (step {result.step})", highlight=False)

@@ -237,7 +237,7 @@ def load_torch_weights(path: Path, model: torch.nn.Module) -> None:
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     wrong = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if k in weights and weights[k].shape != v.shape]
+             for k, v in own.items() if k in weights and isinstance(v, torch.Tensor) and weights[k].shape != v.shape]
     if missing or unexpected or wrong:
         raise CheckpointError(f"{path}: model does not match the checkpoint; missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}")

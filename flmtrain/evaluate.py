@@ -1,0 +1,73 @@
+"""Validation loss on the mixture's held-out split, during training and for a saved checkpoint."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flmconfig import load_config
+from flmtrain.checkpoint import load_checkpoint, read_meta
+from flmtrain.config import StageConfig
+from flmtrain.mixture_config import MixtureConfig
+from flmtrain.runtime import all_reduce_sum, data_parallel, distributed, mixture_from_record, open_mixture
+
+CHUNK = 64
+"""Micro-batches per forward-only pass (bounds the memory of a pipeline-parallel evaluation)."""
+
+
+def validation_loss(engine: Any, mixture: Any, micro_batch: int, max_batches: int | None = None) -> tuple[float, int]:
+    """Mean token loss over (at most `max_batches` micro-batches per rank of) the held-out split.
+
+    Returns (loss, tokens counted over all ranks). Every rank must call it (it all-reduces).
+    """
+    dp_rank, dp_size = data_parallel()
+    batches = iter(mixture.valid_loader(micro_batch, dp_rank=dp_rank, dp_size=dp_size))
+    if max_batches is not None:
+        batches = itertools.islice(batches, max_batches)
+    total = count = 0.0
+    while chunk := list(itertools.islice(batches, CHUNK)):
+        chunk_total, chunk_count = engine.eval_sums(chunk)
+        total += chunk_total
+        count += chunk_count
+    total, count = all_reduce_sum([total, count])
+    if count == 0:
+        raise ValueError("the mixture's validation split is empty (valid_fraction too small for these shards?)")
+    return total / count, int(count)
+
+
+@dataclass
+class EvalResult:
+    checkpoint: str
+    step: int
+    val_loss: float
+    tokens: int
+    seconds: float
+
+
+def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *, micro_batch: int | None = None,
+                        max_batches: int | None = None) -> EvalResult:
+    """Load a checkpoint's weights into its stage's model and compute the validation loss.
+
+    The stage (shapes included, so grown checkpoints work) and, unless given, the mixture come from
+    the checkpoint's meta.json.
+    """
+    from flmtrain.engine import make_engine
+
+    meta = read_meta(path)
+    stage = load_config(StageConfig, meta["stage_config"])
+    mixture_cfg = mixture_cfg or mixture_from_record(meta["mixture"])
+    start = time.perf_counter()
+    with distributed(stage, seed=stage.train.seed):
+        mixture = open_mixture(mixture_cfg, stage.model.seq_len)
+        if mixture.vocab_size > stage.model.vocab_size:
+            raise ValueError(f"{path}: the mixture's vocabulary ({mixture.vocab_size}) is larger than the "
+                             f"checkpoint's model ({stage.model.vocab_size}); wrong tokenizer?")
+        stage.model.seq_len = mixture.seq_len
+        engine = make_engine(stage, stage.model.vocab_size, train=False)
+        load_checkpoint(path, model=engine.module)
+        loss, tokens = validation_loss(engine, mixture, micro_batch or stage.train.micro_batch, max_batches)
+    return EvalResult(checkpoint=str(path), step=int(meta["step"]), val_loss=loss, tokens=tokens,
+                      seconds=time.perf_counter() - start)

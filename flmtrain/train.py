@@ -1,0 +1,284 @@
+"""The training loop: one for CPU and GPU, resumable bit-exactly from its checkpoints.
+
+Per step: draw global_batch / (micro_batch x dp) micro-batches, accumulate gradients, agree on the
+loss across ranks, then clip and step, or skip the step when the loss or gradient is NaN/inf
+(stopping after `train.max_bad_steps` skips in a row). Checkpoints every `train.save_every` steps,
+on SIGTERM/SIGINT and at the end; `--steps` is the run's total, so rerunning the same command
+resumes from the run directory's latest checkpoint and goes on to the same target.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flmconfig import config_to_dict
+from flmtrain.checkpoint import (
+    checkpoints_root,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    set_rng_state,
+)
+from flmtrain.config import StageConfig
+from flmtrain.engine import make_engine
+from flmtrain.evaluate import validation_loss
+from flmtrain.metrics import MetricsLogger, peak_tflops
+from flmtrain.mixture_config import MixtureConfig
+from flmtrain.runtime import (
+    all_reduce_sum,
+    data_parallel,
+    distributed,
+    fit_stage,
+    mixture_record,
+    open_mixture,
+    rank,
+    world_size,
+)
+from flmtrain.schedule import LRSchedule
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float, "float | None"], None]
+OnStep = Callable[[dict[str, Any]], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a NaN/inf loss or gradient."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    stage: str
+    device: str
+    start_step: int
+    step: int
+    target_steps: int
+    status: str
+    """completed | interrupted (signal; a checkpoint was saved) | already-done."""
+    loss: float | None
+    val_loss: float | None
+    skipped_steps: int
+    tokens_seen: int
+    checkpoint: str | None
+    resumed_from: str | None
+    seconds: float
+    params: int
+
+
+def micro_batches_per_step(stage: StageConfig, dp_size: int) -> int:
+    per_pass = stage.train.micro_batch * dp_size
+    if stage.train.global_batch % per_pass:
+        raise ValueError(f"train.global_batch ({stage.train.global_batch}) must be a multiple of "
+                         f"train.micro_batch x data-parallel size ({stage.train.micro_batch} x {dp_size})")
+    return stage.train.global_batch // per_pass
+
+
+class _StopOnSignal:
+    """SIGTERM/SIGINT set a flag that the loop checks after each step (a second SIGINT aborts)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Sets up parallelism, data, model and optimizer, resumes, and runs the loop."""
+
+    def __init__(self, stage: StageConfig, mixture_cfg: MixtureConfig, run_dir: Path | str, *,
+                 steps: int | None = None, resume: str = "latest", progress: Progress | None = None,
+                 on_step: OnStep | None = None) -> None:
+        self.stage_cfg = stage
+        self.mixture_cfg = mixture_cfg
+        self.run_dir = Path(run_dir)
+        self.target = steps if steps is not None else stage.train.steps
+        self.resume = resume
+        self.progress = progress
+        self.on_step = on_step
+        self.engine: Any = None
+
+    def run(self) -> TrainResult:
+        """Train to the target step (all ranks call this); returns the run's summary."""
+        with distributed(self.stage_cfg, seed=self.stage_cfg.train.seed):
+            return self._run()
+
+    def _setup(self) -> None:
+        self.mixture = open_mixture(self.mixture_cfg, self.stage_cfg.model.seq_len)
+        self.stage = fit_stage(self.stage_cfg, self.mixture)
+        self.stage.train.steps = self.target
+        self.dp_rank, self.dp_size = data_parallel()
+        self.num_micro = micro_batches_per_step(self.stage, self.dp_size)
+        self.engine = make_engine(self.stage, self.stage.model.vocab_size)
+        self.schedule = LRSchedule.from_config(self.stage.optim, self.target)
+        self.step = 0
+        self.consumed = 0
+        self.skipped = 0
+        self.growth_history: list[dict[str, Any]] = []
+        self.rng: dict[str, Any] | None = None
+        self.data_state: dict[str, Any] | None = None
+        self.resumed_from = resolve_resume(self.run_dir, self.resume)
+        if self.resumed_from is not None:
+            self._load(self.resumed_from)
+
+    def _load(self, path: Path) -> None:
+        loaded = load_checkpoint(path, model=self.engine.module, optimizer=self.engine.optimizer)
+        meta, state = loaded["meta"], loaded["state"]
+        if meta.get("tokenizer_hash") not in (None, self.mixture.tokenizer_hash):
+            raise ValueError(f"{path}: trained on tokenizer {meta['tokenizer_hash'][:12]}, but the mixture's "
+                             f"shards use {self.mixture.tokenizer_hash[:12]}")
+        self.step = state["step"]
+        self.data_state = state["data"]
+        self.consumed = state["data"]["consumed_samples"]
+        self.skipped = state.get("skipped_steps", 0)
+        self.growth_history = meta.get("growth_history", [])
+        self.rng = loaded["rng"]
+        log.info("resumed from %s at step %d (%d samples consumed)", path, self.step, self.consumed)
+
+    def _save(self) -> Path:
+        state = {"step": self.step, "skipped_steps": self.skipped, "scheduler": self.schedule.state_dict(),
+                 "data": {**self.loader.state_dict(), "consumed_samples": self.consumed}}
+        meta = {"stage": self.stage.name, "stage_config": config_to_dict(self.stage),
+                "mixture": mixture_record(self.mixture_cfg), "tokenizer_hash": self.mixture.tokenizer_hash,
+                "tokens_seen": self.consumed * self.stage.model.seq_len, "consumed_samples": self.consumed,
+                "growth_history": self.growth_history, "device": self.device_name,
+                "world": {"tp": self.stage.parallel.tp, "pp": self.stage.parallel.pp, "dp": self.dp_size},
+                "param_shapes": {n: list(p.shape) for n, p in self.engine.module.named_parameters()},
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        return save_checkpoint(checkpoints_root(self.run_dir), self.step, model=self.engine.module,
+                               optimizer=self.engine.optimizer, fmt=self.engine.checkpoint_format,
+                               state=state, meta=meta, keep_last=self.stage.train.keep_last)
+
+    @property
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+    def _report(self, label: str, done: float, total: float | None) -> None:
+        if self.progress is not None and rank() == 0:
+            self.progress(label, done, total)
+
+    def _run(self) -> TrainResult:  # noqa: C901 - the loop reads top to bottom on purpose
+        started = time.perf_counter()
+        self._setup()
+        cfg = self.stage.train
+        start_step = self.step
+        n_params = sum(p.numel() for p in self.engine.module.parameters())
+        result = dict(run_dir=str(self.run_dir), stage=self.stage.name, device=self.device_name,
+                      start_step=start_step, target_steps=self.target,
+                      resumed_from=str(self.resumed_from) if self.resumed_from else None, params=n_params)
+        if self.step >= self.target:
+            return TrainResult(**result, step=self.step, status="already-done", loss=None, val_loss=None,
+                               skipped_steps=self.skipped,
+                               tokens_seen=self.consumed * self.stage.model.seq_len,
+                               checkpoint=str(self.resumed_from) if self.resumed_from else None,
+                               seconds=time.perf_counter() - started)
+        self.loader = self.mixture.train_loader(cfg.micro_batch, dp_rank=self.dp_rank, dp_size=self.dp_size)
+        if self.data_state is not None:
+            self.loader.load_state_dict(self.data_state)  # also checks that the mixture's seed is the same
+        batches = iter(self.loader)
+        metrics = MetricsLogger(self.run_dir, enabled=rank() == 0, resume_step=self.step)
+        tokens_per_step = cfg.global_batch * self.stage.model.seq_len
+        flops_per_token = _flops_per_token(self.stage)
+        peak = peak_tflops(cfg.peak_tflops)
+        loss = val_loss = None
+        bad_in_a_row = 0
+        status = "completed"
+        if self.rng is not None:
+            set_rng_state(self.rng)
+        try:
+            with _StopOnSignal() as stop:
+                while self.step < self.target:
+                    t0 = time.perf_counter()
+                    micro = [next(batches) for _ in range(self.num_micro)]
+                    self.consumed += cfg.global_batch
+                    lr = self.schedule.apply(self.engine.param_groups, self.step)
+                    self.engine.zero_grad()
+                    local_loss = float(self.engine.forward_backward(micro))
+                    loss = all_reduce_sum([local_loss])[0] / world_size()
+                    grad_norm = self.engine.grad_norm()
+                    finite = math.isfinite(loss) and math.isfinite(grad_norm)
+                    if finite:
+                        self.engine.step(grad_norm, self.stage.optim.clip_grad)
+                        bad_in_a_row = 0
+                    else:
+                        self.skipped += 1
+                        bad_in_a_row += 1
+                        log.warning("step %d: non-finite loss %s or grad norm %s; step skipped (%d in a row)",
+                                    self.step + 1, loss, grad_norm, bad_in_a_row)
+                    self.step += 1
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    seconds = time.perf_counter() - t0
+                    tokens_per_s = tokens_per_step / seconds
+                    tflops = flops_per_token * tokens_per_s / world_size() / 1e12
+                    record = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                              "tokens_per_s": tokens_per_s, "tflops_per_gpu": tflops,
+                              "mfu": tflops / peak if peak else None, "step_time_s": seconds,
+                              "skipped": not finite, "skipped_total": self.skipped,
+                              "tokens_seen": self.consumed * self.stage.model.seq_len}
+                    if bad_in_a_row >= cfg.max_bad_steps:
+                        metrics.log(record)
+                        checkpoint = self._save()
+                        raise TrainingDiverged(
+                            f"stopping at step {self.step}: {bad_in_a_row} consecutive steps had a NaN/inf loss or "
+                            f"gradient (train.max_bad_steps={cfg.max_bad_steps}); the last good weights are in "
+                            f"{checkpoint}. Lower optim.lr or raise optim.warmup_steps, then resume.")
+                    if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == self.target):
+                        val_loss, _ = validation_loss(self.engine, self.mixture, cfg.micro_batch, cfg.eval_batches)
+                        record["val_loss"] = val_loss
+                    metrics.log(record)
+                    if self.on_step is not None and rank() == 0:
+                        self.on_step(record)
+                    self._report("train", self.step, self.target)
+                    if cfg.log_every and self.step % cfg.log_every == 0:
+                        log.info("step %d loss %.4f lr %.3g grad_norm %.3f %.0f tok/s", self.step, loss, lr,
+                                 grad_norm, tokens_per_s)
+                    if all_reduce_sum([float(stop.signum is not None)])[0] > 0:  # any rank signalled
+                        status = "interrupted"
+                        log.warning("signal received: saving a checkpoint at step %d and stopping", self.step)
+                        break
+                    if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.target:
+                        self._save()
+                checkpoint = self._save()
+        finally:
+            metrics.close()
+        return TrainResult(**result, step=self.step, status=status, loss=loss, val_loss=val_loss,
+                           skipped_steps=self.skipped,
+                           tokens_seen=self.consumed * self.stage.model.seq_len, checkpoint=str(checkpoint),
+                           seconds=time.perf_counter() - started)
+
+
+def _flops_per_token(stage: StageConfig) -> float:
+    """Training FLOPs (forward + backward) per token, for TFLOP/s and MFU."""
+    from flmtrain.plan import flops_per_token
+
+    return float(flops_per_token(stage.model))
+
+
+def train(stage: StageConfig, mixture_cfg: MixtureConfig, run_dir: Path | str, **kwargs: Any) -> TrainResult:
+    """Train `stage` on `mixture_cfg` in `run_dir` (see Trainer for the keyword arguments)."""
+    return Trainer(stage, mixture_cfg, run_dir, **kwargs).run()

@@ -1,0 +1,204 @@
+"""The training loop on CPU: tiny learns, resume is bit-exact, NaN steps are skipped, eval and CLI work.
+
+Data: byte-level token shards (token = byte, EOS 256) made from the bundled Pile sample, so the
+model has real text to learn from without waiting for a trained tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zstandard
+from typer.testing import CliRunner
+
+from cli.main import app
+from flmconfig import find_config, load_config
+from flmtrain import train as train_mod
+from flmtrain.checkpoint import list_checkpoints, read_meta
+from flmtrain.config import StageConfig
+from flmtrain.evaluate import evaluate_checkpoint
+from flmtrain.metrics import read_metrics
+from flmtrain.mixture_config import MixtureConfig
+from flmtrain.train import Trainer, TrainingDiverged
+from pipelines.token_shards import Manifest, documents_to_batch, write_shard
+
+EOS = 256
+FAST = ["train.global_batch=4", "train.micro_batch=2", "train.log_every=1",
+        "train.eval_every=0", "train.save_every=0", "optim.warmup_steps=2"]
+"""A smaller, faster tiny for the loop-mechanics tests (two micro-batches: accumulation is exercised)."""
+
+
+@pytest.fixture(scope="module")
+def byte_shards(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bytes")
+    docs = []
+    for path in sorted((sample_dir / "pile").glob("*.jsonl.zst")):
+        with path.open("rb") as fh:
+            text = zstandard.ZstdDecompressor().stream_reader(fh).read().decode("utf-8")
+        docs += [json.loads(line)["text"].encode("utf-8") for line in text.splitlines()]
+    tokens = [np.append(np.frombuffer(d, dtype=np.uint8).astype(np.uint32), EOS) for d in docs]
+    batch = documents_to_batch(tokens, [str(i) for i in range(len(tokens))], ["pile"] * len(tokens),
+                               [""] * len(tokens))
+    info = write_shard(out / "part-00000.arrow", [batch])
+    Manifest(tokenizer_hash="bytes-v1", vocab_size=EOS + 1, eos_id=EOS, shards=[info]).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixture_dict(byte_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The mixture sets seq_len 32 (tiny's stage default is 128): the mixture's length wins."""
+    return {"seq_len": 32, "seed": 7, "valid_fraction": 0.02, "cache_dir": str(tmp_path_factory.mktemp("index")),
+            "sources": [{"name": "pile", "path": str(byte_shards)}]}
+
+
+@pytest.fixture(scope="module")
+def mixture(mixture_dict: dict) -> MixtureConfig:
+    return load_config(MixtureConfig, mixture_dict)
+
+
+def stage(*overrides: str) -> StageConfig:
+    return load_config(StageConfig, find_config("tiny", "stages"), list(overrides))
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}
+
+
+def test_tiny_stage_learns(mixture_dict: dict, tmp_path: Path) -> None:
+    """tiny's own defaults (LR, warmup, batch) at its seq_len visibly learn: loss falls >= 30% in 60 steps."""
+    mixture = load_config(MixtureConfig, {**mixture_dict, "seq_len": 128})
+    result = train_mod.train(stage("train.eval_every=60", "train.eval_batches=4"), mixture, tmp_path, steps=60)
+    assert result.status == "completed" and result.step == 60 and result.skipped_steps == 0
+    curve = losses(tmp_path)
+    first, last = np.mean([curve[s] for s in (1, 2, 3)]), np.mean([curve[s] for s in (58, 59, 60)])
+    assert first == pytest.approx(math.log(EOS + 1), rel=0.1)  # starts at chance over the byte vocabulary
+    assert last < 0.7 * first, f"loss fell only from {first:.3f} to {last:.3f}"
+    assert result.val_loss is not None and result.val_loss < 0.75 * first
+    record = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    for key in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "tflops_per_gpu", "mfu", "val_loss"):
+        assert key in record
+    assert record["tokens_per_s"] > 0 and record["tflops_per_gpu"] > 0
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    meta = read_meta(Path(result.checkpoint))
+    assert meta["stage"] == "tiny" and meta["step"] == 60 and meta["tokens_seen"] == 60 * 16 * 128
+    assert meta["stage_config"]["model"]["vocab_size"] == EOS + 1  # from the shards' manifest
+    assert meta["stage_config"]["model"]["seq_len"] == 128
+
+
+def test_resume_after_signal_and_after_crash_is_bit_exact(mixture: MixtureConfig, tmp_path: Path) -> None:
+    cfg = stage(*FAST, "train.save_every=3", "train.keep_last=2")
+    train_mod.train(cfg, mixture, tmp_path / "straight", steps=9)
+    reference = losses(tmp_path / "straight")
+
+    def sigterm_at_4(record: dict) -> None:
+        if record["step"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=9, on_step=sigterm_at_4)
+    assert stopped.status == "interrupted" and stopped.step == 4
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed" / "checkpoints")] == [3, 4]
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_8(record: dict) -> None:
+        if record["step"] == 8:
+            raise Crash
+
+    with pytest.raises(Crash):  # resumes at 4, checkpoints at 6, dies at 8 without saving
+        train_mod.train(cfg, mixture, tmp_path / "resumed", steps=9, on_step=crash_at_8)
+    final = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=9)
+    assert final.start_step == 6 and final.step == 9 and final.resumed_from.endswith("step-6")
+    resumed = losses(tmp_path / "resumed")
+    assert sorted(resumed) == list(range(1, 10))  # steps 7-8 of the crashed attempt were dropped from the log
+    assert resumed == reference  # bit-identical at every step
+    again = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=9)
+    assert again.status == "already-done" and again.step == 9
+
+
+def test_non_finite_steps_are_skipped_then_training_stops(mixture: MixtureConfig, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 2: NaN gradient (finite loss); step 4: inf loss; steps 6-8: NaN loss, three in a row -> stop."""
+    engines = []
+    real_make_engine = train_mod.make_engine
+
+    def poisoned_engine(*args, **kwargs):  # noqa: ANN202
+        engine = real_make_engine(*args, **kwargs)
+        engines.append(engine)
+        calls = {"forward": 0}
+
+        def step() -> int:
+            return (calls["forward"] + 1) // 2  # two micro-batches per step
+
+        def poison_loss(module, inputs, output):  # noqa: ANN001, ANN202
+            calls["forward"] += 1
+            if step() == 4:
+                return output * float("inf")
+            return output * float("nan") if step() >= 6 else output
+
+        next(engine.module.parameters()).register_hook(lambda g: g * float("nan") if step() == 2 else g)
+        engine.module.register_forward_hook(poison_loss)
+        return engine
+
+    monkeypatch.setattr(train_mod, "make_engine", poisoned_engine)
+    snapshots = {}
+
+    def snapshot(record: dict) -> None:
+        snapshots[record["step"]] = [p.detach().clone() for p in engines[0].module.parameters()]
+
+    cfg = stage(*FAST, "train.max_bad_steps=3")
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps had a NaN/inf loss or gradient"):
+        Trainer(cfg, mixture, tmp_path, steps=20, on_step=snapshot).run()
+    records = {r["step"]: r for r in read_metrics(tmp_path / "metrics.jsonl")}
+    assert [s for s, r in records.items() if r["skipped"]] == [2, 4, 6, 7, 8]
+    assert math.isfinite(records[2]["loss"]) and records[2]["grad_norm"] is None  # NaN is logged as null
+    assert records[4]["loss"] is None and records[8]["skipped_total"] == 5
+    for step in (2, 4):  # a skipped step leaves the weights as they were
+        assert all(torch.equal(a, b) for a, b in zip(snapshots[step - 1], snapshots[step], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(snapshots[2], snapshots[3], strict=True))
+    last = read_meta(tmp_path / "checkpoints" / "step-8")
+    assert last["step"] == 8
+    weights = torch.load(tmp_path / "checkpoints" / "step-8" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(w).all() for w in weights.values() if isinstance(w, torch.Tensor))
+
+
+def test_cli_train_eval_and_rerun(mixture_dict: dict, tmp_path: Path) -> None:
+    mix_yaml = tmp_path / "mix.yaml"
+    mix_yaml.write_text(json.dumps(mixture_dict))
+    run_dir = tmp_path / "run"
+    def args(steps: int) -> list[str]:
+        return ["train", "--stage", "tiny", "--mixture", str(mix_yaml), "--run-dir", str(run_dir), "--steps",
+                str(steps), "--json", *[a for kv in FAST for a in ("--set", kv)], "--set", "train.eval_every=4",
+                "--set", "train.eval_batches=3"]
+
+    runner = CliRunner()
+    result = runner.invoke(app, args(4))
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.stdout)
+    assert trained["status"] == "completed" and trained["step"] == 4 and trained["val_loss"] > 0
+    evaluated = runner.invoke(app, ["eval", "--checkpoint", trained["checkpoint"], "--batches", "3", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    val = json.loads(evaluated.stdout)
+    assert val["step"] == 4 and val["val_loss"] == pytest.approx(trained["val_loss"], rel=1e-6)
+    assert read_meta(Path(trained["checkpoint"]))["stage_config"]["model"]["seq_len"] == 32  # the mixture's
+    full = evaluate_checkpoint(Path(trained["checkpoint"]), micro_batch=64)  # the whole held-out split
+    assert full.tokens > val["tokens"] and math.isfinite(full.val_loss)
+    rerun = runner.invoke(app, args(6))  # the same command with a higher target continues the run
+    assert rerun.exit_code == 0, rerun.output
+    continued = json.loads(rerun.stdout)
+    assert continued["start_step"] == 4 and continued["step"] == 6
+
+
+def test_cli_errors_are_clear(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["train", "--stage", "tiny"])
+    assert missing.exit_code == 1 and "--mixture and --run-dir are required" in missing.output
+    bad = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path)])
+    assert bad.exit_code == 1 and "no meta.json" in bad.output
