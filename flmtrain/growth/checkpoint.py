@@ -1,0 +1,106 @@
+"""`flm grow` on a saved checkpoint: a new checkpoint of the target stage's shape, same function.
+
+Reads a torch-format checkpoint (flmtrain.checkpoint's CPU layout), builds the target stage's model
+and optimizer exactly as training builds them (so `flm train --stage TARGET --resume OUT` loads it
+as is), grows weights and Adam moments into them and writes the same layout atomically, with the
+target stage's config and a growth_history record in meta.json. The masks are not weights: the
+record says where they stand, and training (or evaluation) reinstalls them from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flmconfig import config_to_dict, load_config
+from flmtrain.checkpoint import META_NAME, STATE_NAME, optimizer_param_names, read_meta, read_state
+from flmtrain.config import StageConfig
+from flmtrain.growth.grow import grow_from_state
+from flmtrain.growth.ramp import ramping
+from flmtrain.growth.spec import GrowthError
+from flmtrain.growth.transfer import named_state_from_saved
+
+Progress = Callable[[str, float, "float | None"], None]
+
+
+def source_stage(meta: dict[str, Any], path: Path) -> StageConfig:
+    if "stage_config" not in meta:
+        raise GrowthError(f"{path / META_NAME}: no stage_config; cannot tell the checkpoint's shape")
+    return load_config(StageConfig, meta["stage_config"])
+
+
+def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
+    """The target stage on the source's tokenizer: vocabulary (fitted to the shards) carries over."""
+    dst = copy.deepcopy(dst)
+    dst.model.vocab_size = src.model.vocab_size
+    dst.model.vocab_pad_multiple = src.model.vocab_pad_multiple
+    return dst
+
+
+def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps: int,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Grow checkpoint `src` into `dst_stage`'s shape and write it to `out`; returns the growth record."""
+    from flmtrain.engine import CpuEngine
+    from flmtrain.runtime import distributed
+
+    src, out = Path(src), Path(out)
+    meta = read_meta(src)
+    if meta.get("format") != "torch":
+        raise GrowthError(f"{src}: checkpoint format {meta.get('format')!r}; flm grow reads the torch format "
+                          "(CPU training). A megatron (dist_checkpointing) checkpoint has to be converted first")
+    if out.exists():
+        raise GrowthError(f"{out} already exists; choose a new --out")
+    step = int(meta["step"])
+    history = list(meta.get("growth_history", []))
+    if ramping(history, step) is not None:
+        last = history[-1]
+        raise GrowthError(f"{src}: the growth at step {last['step']} is still ramping its masks until step "
+                          f"{last['step'] + last['ramp_steps']}; train past that step before growing again")
+    src_stage = source_stage(meta, src)
+    dst_stage = target_stage(dst_stage, src_stage)
+    report = progress or (lambda label, done, total: None)
+    report("load", 0, 3)
+    weights = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
+    saved_opt = torch.load(src / "optimizer.pt", map_location="cpu", weights_only=False)
+    build = copy.deepcopy(dst_stage)
+    build.parallel.tp = build.parallel.pp = build.parallel.dp = 1
+    with distributed(build, seed=build.train.seed), torch.random.fork_rng():
+        report("grow", 1, 3)
+        torch.manual_seed(build.train.seed + step)  # the new entries' initialization
+        engine = CpuEngine(build, dst_stage.model.vocab_size)
+        grown = grow_from_state(weights, named_state_from_saved(saved_opt), src_stage.model, engine.module,
+                                engine.optimizer, dst_stage.model, step=step, ramp_steps=ramp_steps,
+                                tokens_seen=int(meta.get("tokens_seen", 0)), from_stage=src_stage.name,
+                                to_stage=dst_stage.name)
+        report("write", 2, 3)
+        new_meta = {**meta, "stage": dst_stage.name, "stage_config": config_to_dict(dst_stage),
+                    "growth_history": [*history, grown.record],
+                    "param_shapes": {n: list(p.shape) for n, p in engine.module.named_parameters()}}
+        _write(src, out, engine.module, engine.optimizer, new_meta)
+    report("write", 3, 3)
+    return grown.record
+
+
+def _write(src: Path, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           meta: dict[str, Any]) -> None:
+    """The torch checkpoint layout, written to a temporary directory and renamed (never half-written)."""
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.grow.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save(model.state_dict(), tmp / "model.pt")
+    torch.save({"state_dict": optimizer.state_dict(), "param_names": optimizer_param_names(model, optimizer)},
+               tmp / "optimizer.pt")
+    if (src / "rng").is_dir():
+        shutil.copytree(src / "rng", tmp / "rng")
+    (tmp / STATE_NAME).write_text(json.dumps(read_state(src), indent=2) + "\n", encoding="utf-8")
+    (tmp / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
