@@ -73,7 +73,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None, *, recompute: 
     """Training FLOPs per token: 6·N + 12·L·h·s (8·N + 16·L·h·s when the forward is recomputed)."""
     s = seq_len or cfg.seq_len
     n = cfg.layers * layer_matrix_params(cfg) + padded_vocab(cfg) * cfg.hidden
-    attention = 2 * cfg.layers * cfg.heads * cfg.head_dim * s  # QK^T and AV, forward, per token
+    attention = 4 * cfg.layers * cfg.heads * cfg.head_dim * s  # QK^T and AV: 2·s·h each, forward, per token
     passes = 4 if recompute else 3
     return passes * (2 * n + attention)
 
