@@ -252,6 +252,15 @@ def test_index_is_cached(data: dict, tmp_path: Path) -> None:
     assert np.array_equal(held, Mixture(config(data, cache_dir=str(tmp_path), seed=99)).sources[0].index.held_out)
 
 
+def test_epoch_orders_on_disk_match_memory(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    in_memory = take(Mixture(config(data)).train_loader(16, consumed_samples=500), 30)
+    monkeypatch.setattr("flmtrain.data.stream.DISK_EPOCH_DOCS", 1)
+    for _ in range(2):  # computed and saved, then memory-mapped from the files
+        on_disk = take(Mixture(config(data, cache_dir=str(tmp_path))).train_loader(16, consumed_samples=500), 30)
+        assert all(torch.equal(a, b) for a, b in zip(in_memory, on_disk, strict=True))
+    assert len(list((tmp_path / "mixture-index" / "epochs").glob("*-order.npy"))) >= 4
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"sources": [{"name": "a", "path": "x", "weight": 0}]}, "sources[0]: source 'a': weight must be > 0, got 0.0"),
     ({"sources": [{"name": "a", "path": "x", "weight": -1}]}, "weight must be > 0, got -1.0"),

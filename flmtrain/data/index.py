@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from flmtrain.data.cachefile import atomic_write
 from pipelines.token_shards import TokenShards
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class SourceIndex:
     """int32 per document: position of its subset in `subset_names`."""
     held_out: np.ndarray
     """bool per document: reserved for validation, never trained on."""
+    key: str = ""
+    """Cache key (manifest + hold-out settings): names every file derived from this index."""
 
     def docs(self, *, held_out: bool) -> np.ndarray:
         """Document ids (ascending) on one side of the hold-out."""
@@ -84,26 +86,24 @@ def build_index(shards: TokenShards, valid_fraction: float) -> SourceIndex:
     return SourceIndex(names, codes, held_out)
 
 
+def index_dir(cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "mixture-index"
+
+
 def load_index(shards: TokenShards, valid_fraction: float, cache_dir: Path | None = None) -> SourceIndex:
     """The source's index from the cache, building and saving it (atomically) on a miss."""
-    directory = (cache_dir or default_cache_dir()) / "mixture-index"
-    path = directory / f"{cache_key(shards, valid_fraction)}.npz"
+    key = cache_key(shards, valid_fraction)
+    path = index_dir(cache_dir) / f"{key}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as data:
-                index = SourceIndex([str(n) for n in data["subset_names"]], data["subset_codes"], data["held_out"])
+                index = SourceIndex([str(n) for n in data["subset_names"]], data["subset_codes"], data["held_out"], key)
             if len(index.subset_codes) == shards.num_docs:
                 return index
         except (OSError, KeyError, ValueError) as err:
             log.warning("%s: unreadable index cache (%s); rebuilding", path, err)
     index = build_index(shards, valid_fraction)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, subset_names=np.array(index.subset_names, dtype=str), subset_codes=index.subset_codes,
-                     held_out=index.held_out)
-        os.replace(tmp, path)
-    except OSError as err:  # a read-only cache only costs rebuild time
-        log.warning("cannot cache the mixture index in %s: %s", directory, err)
+    index.key = key
+    atomic_write(path, lambda f: np.savez(f, subset_names=np.array(index.subset_names, dtype=str),
+                                          subset_codes=index.subset_codes, held_out=index.held_out))
     return index

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from flmconfig import ConfigError
-from flmtrain.data.index import VALID_SALT, SourceIndex, load_index
+from flmtrain.data.index import VALID_SALT, SourceIndex, index_dir, load_index
 from flmtrain.data.loader import EvalLoader, MixtureDataset, TrainLoader
 from flmtrain.data.report import mixture_report
 from flmtrain.data.samples import Samples, ShardSet
@@ -114,27 +114,31 @@ class Mixture:
 
     def _parts(self, source: SourceConfig, shards: TokenShards, index: SourceIndex) -> list[_Part]:
         """One stream per subset when the source weights subsets, else one stream for all of it."""
-        seed = self.cfg.seed
-        lengths = shards.doc_lengths
         if not source.subsets:
-            train, valid = index.docs(held_out=False), index.docs(held_out=True)
-            return [_Part(None, None, 1.0, Stream(train, lengths[train], (seed, _crc(source.name), _crc("*"))),
-                          self._valid_stream(valid, lengths, "*"))]
+            return [_Part(None, None, 1.0, self._stream(index, shards, index.docs(held_out=False), source.name, "*"),
+                          self._held_out(index, shards, index.docs(held_out=True), "*"))]
         parts = []
         subsets = zip(index.docs_by_subset(held_out=False), index.docs_by_subset(held_out=True), strict=True)
         for code, (train, valid) in enumerate(subsets):
             name = index.subset_names[code]
-            stream = Stream(train, lengths[train], (seed, _crc(source.name), _crc(name)))
+            stream = self._stream(index, shards, train, source.name, name)
             share = source.subsets.get(name, 1.0) * stream.tokens_per_epoch
-            parts.append(_Part(name, code, share, stream, self._valid_stream(valid, lengths, name)))
+            parts.append(_Part(name, code, share, stream, self._held_out(index, shards, valid, name)))
         total = sum(p.share for p in parts)
         for part in parts:
             part.share /= total
         return parts
 
-    @staticmethod
-    def _valid_stream(docs: np.ndarray, lengths: np.ndarray, name: str) -> Stream | None:
-        return Stream(docs, lengths[docs], (VALID_SALT, _crc(name)), reshuffle=False) if len(docs) else None
+    def _held_out(self, index: SourceIndex, shards: TokenShards, docs: np.ndarray, subset: str) -> Stream | None:
+        return self._stream(index, shards, docs, None, subset) if len(docs) else None
+
+    def _stream(self, index: SourceIndex, shards: TokenShards, docs: np.ndarray, source: str | None,
+                subset: str) -> Stream:
+        """A training stream (reshuffled every epoch by the seed), or with source None the held-out stream
+        (one fixed order that no training seed moves)."""
+        key = (self.cfg.seed, _crc(source), _crc(subset)) if source is not None else (VALID_SALT, _crc(subset))
+        cache = index_dir(self.cfg.cache_dir) / "epochs" / f"{index.key}-{'-'.join(map(str, key))}"
+        return Stream(docs, shards.doc_lengths[docs], key, reshuffle=source is not None, cache=cache)
 
     def _check_tokenizers(self) -> None:
         first = self.sources[0]

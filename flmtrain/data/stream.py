@@ -8,21 +8,30 @@ the position alone: that is what makes resume exact and data-parallel slicing tr
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from flmtrain.data.cachefile import atomic_write
 from pipelines.token_shards import TokenShards
+
+log = logging.getLogger(__name__)
 
 EPOCH_CACHE = 2
 """Epoch orders kept in memory per stream (a read spans consecutive epochs)."""
+DISK_EPOCH_DOCS = 1 << 20
+"""Streams of at least this many documents keep epoch orders in memory-mapped .npy files, so the
+ranks and workers of a node share one copy in the page cache instead of computing and holding one each."""
 
 
 class Stream:
     """Documents `docs` of one token-shard directory (their `lengths` given), packed into one stream."""
 
-    def __init__(self, docs: np.ndarray, lengths: np.ndarray, key: Sequence[int], *, reshuffle: bool = True) -> None:
+    def __init__(self, docs: np.ndarray, lengths: np.ndarray, key: Sequence[int], *, reshuffle: bool = True,
+                 cache: Path | None = None) -> None:
         if len(docs) == 0:
             raise ValueError("a stream needs at least one document")
         int32 = np.iinfo(np.int32).max
@@ -31,6 +40,8 @@ class Stream:
         self.key = tuple(int(k) for k in key)
         self.reshuffle = reshuffle
         self.tokens_per_epoch = int(self.lengths.sum(dtype=np.int64))
+        self.cache = cache if cache is not None and len(self.docs) >= DISK_EPOCH_DOCS else None
+        """File prefix of the on-disk epoch orders (must identify docs and key); None keeps them in memory."""
         self._epochs: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def __getstate__(self) -> dict:
@@ -45,12 +56,36 @@ class Stream:
         if cached is not None:
             self._epochs.move_to_end(e)
             return cached
-        perm = np.random.default_rng([*self.key, e]).permutation(len(self.docs))
-        cached = (self.docs[perm], np.cumsum(self.lengths[perm], dtype=np.int64))
+        cached = self._load(e) if self.cache is not None else None
+        if cached is None:
+            perm = np.random.default_rng([*self.key, e]).permutation(len(self.docs))
+            cached = (self.docs[perm], np.cumsum(self.lengths[perm], dtype=np.int64))
+            if self.cache is not None:
+                self._save(e, cached)
         self._epochs[e] = cached
         if len(self._epochs) > EPOCH_CACHE:
             self._epochs.popitem(last=False)
         return cached
+
+    def _paths(self, e: int) -> tuple[Path, Path]:
+        return Path(f"{self.cache}-e{e}-order.npy"), Path(f"{self.cache}-e{e}-ends.npy")
+
+    def _load(self, e: int) -> tuple[np.ndarray, np.ndarray] | None:
+        order, ends = self._paths(e)
+        if not (order.exists() and ends.exists()):
+            return None
+        try:
+            loaded = np.load(order, mmap_mode="r"), np.load(ends, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            log.warning("%s: unreadable epoch order (%s); recomputing", order, err)
+            return None
+        return loaded if len(loaded[0]) == len(loaded[1]) == len(self.docs) else None
+
+    def _save(self, e: int, arrays: tuple[np.ndarray, np.ndarray]) -> None:
+        """Ends first, order last: a reader needs both, so it never pairs an order with missing ends."""
+        order_path, ends_path = self._paths(e)
+        if atomic_write(ends_path, lambda f: np.save(f, arrays[1])):
+            atomic_write(order_path, lambda f: np.save(f, arrays[0]))
 
     def fill(self, shards: TokenShards, start: int, out: np.ndarray) -> None:
         """Write the stream's tokens [start, start + len(out)) into `out` (one copy, no Python lists)."""
