@@ -84,7 +84,7 @@ def train_tokenizer(docs: Iterable[tuple[str, str]], out_dir: Path | str, config
 def _too_small(sample: CorpusSample, reached: int, config: TrainConfig, why: str) -> TokenizerError:
     mb = sample.sample_bytes / 1e6
     return TokenizerError(
-        f"the training sample ({len(sample.texts)} documents, {mb:.1f} MB of {sample.seen_bytes / 1e6:.1f} MB read) "
+        f"the training sample ({len(sample.texts)} documents, {mb:.2f} MB of {sample.seen_bytes / 1e6:.2f} MB read) "
         f"supports a vocabulary of only {reached} tokens including specials, but {config.vocab_size} were asked "
         f"({why}). Give it more text (a larger corpus or sample budget), ask for a smaller vocabulary, "
         f"or allow a smaller one (--allow-smaller)")
@@ -161,7 +161,7 @@ def _train_sentencepiece(sample: CorpusSample, config: TrainConfig, out: Path) -
         add_dummy_prefix=False, allow_whitespace_only_pieces=True, max_sentence_length=limit,
         unk_id=0, unk_piece=UNK, eos_id=1, eos_piece=EOS, pad_id=2, pad_piece=PAD, bos_id=-1,
         control_symbols=reserved, hard_vocab_limit=not config.allow_smaller, num_threads=os.cpu_count() or 1,
-        input_sentence_size=0, random_seed=config.seed, minloglevel=2,
+        input_sentence_size=0, minloglevel=2,
     )
     model_path = out / MODEL_FILES["sentencepiece"]
     try:
