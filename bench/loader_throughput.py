@@ -14,6 +14,7 @@ mask by default either). Prints ONE JSON line: tokens/s of each, ratio, index bu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -71,6 +72,45 @@ def write_flm(directory: Path, docs: list[np.ndarray], source: str) -> None:
     manifest.save(directory)
 
 
+def write_many_documents(directory: Path, count: int, subsets: int = 20) -> None:
+    """`count` short documents (4..40 tokens) spread over `subsets` subsets: an index-building load."""
+    import pyarrow as pa
+
+    from pipelines.token_shards import SCHEMA
+    rng = np.random.default_rng(7)
+    directory.mkdir(parents=True)
+    manifest = Manifest(tokenizer_hash="bench" * 8, vocab_size=VOCAB, eos_id=EOS, command="bench")
+    names = np.array([f"subset-{i}" for i in range(subsets)], dtype=object)
+    writer = TokenShardWriter(directory / "shard-00000.arrow")
+    for part in np.array_split(np.arange(count), 16):
+        lengths = rng.integers(4, 40, len(part))
+        offsets = np.zeros(len(part) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = rng.integers(0, EOS, int(offsets[-1]), dtype=np.uint32)
+        flat[offsets[1:] - 1] = EOS
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint32()))
+        writer.write_batch(pa.record_batch([tokens, pa.array(part.astype(str)), pa.array(["many"] * len(part)),
+                                            pa.array(names[rng.integers(0, subsets, len(part))])], schema=SCHEMA))
+    manifest.shards.append(writer.close())
+    manifest.save(directory)
+
+
+def index_build_seconds(work: Path, count: int) -> dict[str, float]:
+    """Cold open (index built: subsets, hold-out, streams) and first batch of a source of `count` documents."""
+    directory = work / "flm" / "many"
+    if not directory.exists():
+        write_many_documents(directory, count)
+    cfg = load_config(MixtureConfig, {"seq_len": SEQ, "cache_dir": str(work / "cache-many"), "sources": [
+        {"name": "many", "path": str(directory), "subsets": {"subset-3": 2.0}}]})
+    shutil.rmtree(work / "cache-many", ignore_errors=True)
+    start = time.perf_counter()
+    mixture = Mixture(cfg)
+    opened = time.perf_counter() - start
+    next(iter(mixture.train_loader(MICRO_BATCH)))
+    first_batch = time.perf_counter() - start
+    return {"documents": count, "open_s": round(opened, 3), "open_and_first_batch_s": round(first_batch, 3)}
+
+
 def write_megatron(prefix: Path, docs: list[np.ndarray]) -> None:
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
     builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.int32)
@@ -116,6 +156,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64_000_000, help="corpus size in tokens (both sources)")
     parser.add_argument("--batches", type=int, default=400, help="micro-batches timed per repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--index-docs", type=int, default=2_000_000, help="documents of the index-build test (0: skip)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the corpus here (default: a temp dir)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
@@ -138,6 +179,7 @@ def main() -> None:
         "sources": [{"name": n, "path": str(work / "flm" / n), "weight": w} for n, w in WEIGHTS.items()]})
     prefixes = [work / "megatron" / n for n in WEIGHTS]
     megatron_blend(prefixes, 8, seed=0)  # imports and first-use costs, outside the timings
+    Mixture(dataclasses.replace(cfg, cache_dir=work / "warmup"))  # the same for flm (pyarrow's lazy imports)
     build: dict[str, list[float]] = {"flm": [], "megatron": []}
     for cold in (True, False):  # cold: caches removed, indexes built; warm: loaded from the caches
         if cold:
@@ -163,6 +205,7 @@ def main() -> None:
             flm_times.append(t_flm)
             mega_times.append(t_mega)
 
+    many = index_build_seconds(work, args.index_docs) if args.index_docs else None
     tokens = samples * SEQ
     flm_rate = tokens / statistics.median(flm_times)
     mega_rate = tokens / statistics.median(mega_times)
@@ -178,13 +221,15 @@ def main() -> None:
         "flm_index_cold_s": round(build["flm"][0], 3), "flm_index_warm_s": round(build["flm"][1], 3),
         "megatron_index_cold_s": round(build["megatron"][0], 3),
         "megatron_index_warm_s": round(build["megatron"][1], 3),
+        "flm_index_many_docs": many,
         "corpus": {"tokens": total_tokens, "documents": total_docs, "sources": list(WEIGHTS)},
         "timed_samples_per_repeat": samples, "repeats": args.repeats,
         "flm_s": [round(t, 4) for t in flm_times], "megatron_s": [round(t, 4) for t in mega_times],
         "baseline": "megatron-core GPTDataset + BlendedDataset (helpers_cpp), torch DataLoader num_workers=0",
         "megatron_core": _version("megatron-core"), "torch": torch.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
+        "command": " ".join(["python", *sys.argv]),
     }
     print(json.dumps(result))
     if args.workdir is None:

@@ -41,7 +41,6 @@ class _Part:
     """One blended stream of a source: one subset, or the whole source (subset None)."""
 
     subset: str | None
-    code: int | None
     share: float          # target share within the source
     train: Stream
     valid: Stream | None
@@ -115,15 +114,14 @@ class Mixture:
     def _parts(self, source: SourceConfig, shards: TokenShards, index: SourceIndex) -> list[_Part]:
         """One stream per subset when the source weights subsets, else one stream for all of it."""
         if not source.subsets:
-            return [_Part(None, None, 1.0, self._stream(index, shards, index.docs(held_out=False), source.name, "*"),
+            return [_Part(None, 1.0, self._stream(index, shards, index.docs(held_out=False), source.name, "*"),
                           self._held_out(index, shards, index.docs(held_out=True), "*"))]
         parts = []
         subsets = zip(index.docs_by_subset(held_out=False), index.docs_by_subset(held_out=True), strict=True)
-        for code, (train, valid) in enumerate(subsets):
-            name = index.subset_names[code]
+        for name, (train, valid) in zip(index.subset_names, subsets, strict=True):
             stream = self._stream(index, shards, train, source.name, name)
             share = source.subsets.get(name, 1.0) * stream.tokens_per_epoch
-            parts.append(_Part(name, code, share, stream, self._held_out(index, shards, valid, name)))
+            parts.append(_Part(name, share, stream, self._held_out(index, shards, valid, name)))
         total = sum(p.share for p in parts)
         for part in parts:
             part.share /= total
@@ -151,7 +149,8 @@ class Mixture:
                     f"{b.tokenizer_hash[:12]} vocab {b.vocab_size} eos {b.eos_id}); re-tokenize one of them")
 
     def _valid_samples(self, shard_set: ShardSet) -> Samples | None:
-        """The held-out streams blended by the same weights; as many samples as held-out tokens fill."""
+        """The held-out streams blended by the same weights: as many samples as the held-out tokens fill,
+        in one fixed order; a stream with little held-out text wraps around (repeats) within them."""
         kept = [(s, [p for p in s.parts if p.valid is not None]) for s in self.sources]
         kept = [(s, parts) for s, parts in kept if parts]
         held_out_tokens = sum(p.valid.tokens_per_epoch for _, parts in kept for p in parts)
@@ -160,9 +159,8 @@ class Mixture:
             return None
         streams = [[p.valid for p in parts] for _, parts in kept]
         shares = [[p.share for p in parts] for _, parts in kept]
-        samples = Samples(ShardSet([s.shards.directory for s, _ in kept], [s.shards for s, _ in kept]),
-                          [s.config.weight for s, _ in kept], streams, shares, self.seq_len, length)
-        return samples
+        return Samples(ShardSet([s.shards.directory for s, _ in kept], [s.shards for s, _ in kept]),
+                       [s.config.weight for s, _ in kept], streams, shares, self.seq_len, length)
 
     def _dataset(self, samples: Samples) -> MixtureDataset:
         return MixtureDataset(samples, self.eos_id, reset_position_ids=self.cfg.reset_position_ids,
