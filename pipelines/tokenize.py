@@ -10,7 +10,6 @@ shard of a source is done.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import multiprocessing as mp
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import pyarrow as pa
@@ -116,32 +116,57 @@ def _document(obj: object, where: str, default_source: str) -> Document | str:
                     source=source if isinstance(source, str) and source else default_source, subset=str(subset))
 
 
+def zstd_lines(raw: BinaryIO, path: Path) -> Iterator[bytes]:
+    """Lines of a zstd file (one or more frames); a truncated last frame is an error, not a silent EOF."""
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    parts: list[bytes] = []  # the current, unfinished line
+    try:
+        for chunk in iter(lambda: raw.read(1 << 20), b""):
+            while chunk:
+                if dobj.eof:
+                    dobj = dctx.decompressobj()
+                data = dobj.decompress(chunk)
+                chunk = dobj.unused_data if dobj.eof else b""
+                if b"\n" not in data:
+                    parts.append(data)
+                    continue
+                lines = data.split(b"\n")
+                parts.append(lines[0])
+                yield b"".join(parts)
+                yield from lines[1:-1]
+                parts = [lines[-1]]
+    except zstandard.ZstdError as err:
+        raise TokenShardError(f"{path}: cannot decompress (corrupt or not zstd): {err}") from err
+    if not dobj.eof:
+        raise TokenShardError(f"{path}: cannot decompress: the zstd stream ends mid-frame (truncated file?)")
+    if any(parts):
+        yield b"".join(parts)
+
+
 def read_clean_file(path: Path, source: str, skips: SkipLog,
                     position: Callable[[int], None] | None = None) -> Iterator[Document]:
     """Documents of one clean shard; bad ones are counted in `skips`, never raised.
 
     `position(compressed_bytes_read)` is called every 256 lines, for progress.
     """
-    try:
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            for line_no, line in enumerate(io.BufferedReader(reader, 1 << 20), 1):
-                if position is not None and line_no % 256 == 0:
-                    position(raw.tell())
-                if not line.strip():
-                    continue
-                where = f"{path.name}:{line_no}"
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    skips.add(_bad_line_reason(line), where)
-                    continue
-                doc = _document(obj, where, source)
-                if isinstance(doc, str):
-                    skips.add(doc, where)
-                else:
-                    yield doc
-    except zstandard.ZstdError as err:
-        raise TokenShardError(f"{path}: cannot decompress (truncated or not zstd): {err}") from err
+    with open(path, "rb") as raw:
+        for line_no, line in enumerate(zstd_lines(raw, path), 1):
+            if position is not None and line_no % 256 == 0:
+                position(raw.tell())
+            if not line.strip():
+                continue
+            where = f"{path.name}:{line_no}"
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                skips.add(_bad_line_reason(line), where)
+                continue
+            doc = _document(obj, where, source)
+            if isinstance(doc, str):
+                skips.add(doc, where)
+            else:
+                yield doc
 
 
 def list_clean_sources(input_dir: Path) -> dict[str, list[Path]]:

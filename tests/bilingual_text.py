@@ -8,13 +8,14 @@ from pathlib import Path
 import orjson
 import zstandard
 
-EN_WORDS = (
+EN_VOCABULARY = (
     "the of and to in is was that for it with as on be by this at from or an are which not have had but were "
     "his her they one all their there been has more when will would who so no can if out about up into some "
     "time could other than then these two may first only new also any like over after such most very well "
     "model data training token language corpus shard memory growth layer attention scale width depth loss "
     "python function return value string number error file line source subset manifest tokenizer encode"
-).split()
+)
+EN_WORDS = EN_VOCABULARY.split()
 ZH_CHARS = (
     "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后"
     "多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合"

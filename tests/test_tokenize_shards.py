@@ -1,0 +1,219 @@
+"""`flm data tokenize`: clean jsonl.zst -> Arrow token shards, bad input, resume, mismatch errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from bilingual_text import documents, pile_record, write_clean, wudao_record
+from typer.testing import CliRunner
+
+import pipelines.token_shards as token_shards
+from cli.main import app
+from pipelines.token_inspect import inspect_tokens
+from pipelines.token_shards import Manifest, TokenShardError, TokenShards
+from pipelines.tokenize import tokenize_corpus, train_from_clean
+from tokenizer import TrainConfig, load_tokenizer
+
+VOCAB = 700
+BAD_LINES = {  # planted in the pile source: reason -> raw lines
+    "empty": [json.dumps({"text": "", "id": "e1"}).encode(), json.dumps({"text": " \n\t ", "id": "e2"}).encode()],
+    "non_utf8": [b'{"text": "bad \xff\xfe bytes", "id": "u1"}', b'{"text": "lone \\ud800 escape", "id": "u2"}'],
+    "malformed": [b'{"text": "unterminated', json.dumps({"id": "no-text"}).encode()],
+}
+
+
+def _records() -> dict[str, list[dict | bytes]]:
+    texts = documents(360, seed=5)
+    pile: list[dict | bytes] = [pile_record(t, i, "Github" if i % 3 else "Pile-CC") for i, t in enumerate(texts[:200])]
+    bad = [line for lines in BAD_LINES.values() for line in lines]
+    for k, line in enumerate(bad):
+        pile.insert(17 + 29 * k, line)
+    wudao: list[dict | bytes] = [wudao_record(t, i) for i, t in enumerate(texts[200:])]
+    return {"pile": pile, "wudao": wudao}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[dict | bytes]]]:
+    clean = tmp_path_factory.mktemp("clean")
+    records = _records()
+    for source, recs in records.items():
+        write_clean(clean, source, recs, per_file=40)
+    return clean, records
+
+
+@pytest.fixture(scope="module")
+def tok_dir(corpus: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    meta = train_from_clean(corpus[0], out, TrainConfig(vocab_size=VOCAB, sample_bytes=10**7))
+    assert meta.vocab_size == VOCAB and meta.corpus["skipped"] == {"empty": 2, "non_utf8": 2, "malformed": 2}
+    assert set(meta.corpus["sources"]) == {"pile", "wudao"}
+    return out
+
+
+def _run(corpus: Path, out: Path, tok: Path, **kw) -> object:
+    kw.setdefault("workers", 1)
+    return tokenize_corpus(corpus, out, tok, shard_input_bytes=5_000, batch_docs=16, command="test", **kw)
+
+
+@pytest.fixture(scope="module")
+def tokens(corpus: tuple[Path, dict], tok_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tokens")
+    _run(corpus[0], out, tok_dir)
+    return out
+
+
+def _flat(output: str) -> str:
+    """Rich wraps long error lines; compare with whitespace collapsed."""
+    return " ".join(output.split())
+
+
+def _shard_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*.arrow"))}
+
+
+def test_shards_read_back_with_plain_pyarrow(corpus: tuple[Path, dict], tok_dir: Path, tokens: Path) -> None:
+    tok = load_tokenizer(tok_dir)
+    for source, recs in corpus[1].items():
+        good = [r for r in recs if isinstance(r, dict) and r.get("text", "").strip()]
+        manifest = Manifest.load(tokens / source)
+        assert len(manifest.shards) > 1 and manifest.total_rows == len(good)
+        tables = [pa.ipc.open_file(pa.memory_map(str(tokens / source / s.name))).read_all() for s in manifest.shards]
+        table = pa.concat_tables(tables)
+        assert table.schema.field("tokens").type == pa.list_(pa.uint32())
+        assert table.column("doc_id").to_pylist() == [r["id"] for r in good]
+        assert set(table.column("source").to_pylist()) == {source}
+        assert table.column("subset").to_pylist() == [r["meta"].get("pile_set_name") or r["meta"]["dataType"]
+                                                      for r in good]
+        expected = [tok.encode(r["text"]) + [tok.eos_id] for r in good]
+        assert table.column("tokens").to_pylist() == expected
+        assert manifest.total_tokens == sum(map(len, expected))
+        assert manifest.tokenizer_hash == tok.content_hash and manifest.vocab_size == VOCAB
+        assert manifest.eos_id == tok.eos_id and manifest.command == "test"
+        reader = TokenShards(tokens / source, tokenizer_hash=tok.content_hash, vocab_size=VOCAB)
+        assert reader.document(3).tolist() == expected[3]
+        assert reader.read(0, reader.num_tokens).tolist() == [i for doc in expected for i in doc]
+
+
+def test_bad_documents_are_counted_and_skipped(tokens: Path) -> None:
+    extra = Manifest.load(tokens / "pile").extra
+    assert extra["skipped"] == {"empty": 2, "non_utf8": 2, "malformed": 2}
+    assert extra["documents_read"] == 206
+    assert all(where.endswith(tuple(f":{n}" for n in range(1, 41))) for w in extra["skipped_examples"].values()
+               for where in w)
+    assert extra["subsets"]["Github"]["documents"] + extra["subsets"]["Pile-CC"]["documents"] == 200
+    assert Manifest.load(tokens / "wudao").extra["skipped"] == {"empty": 0, "non_utf8": 0, "malformed": 0}
+
+
+def test_interrupted_run_resumes_to_identical_shards(corpus: tuple[Path, dict], tok_dir: Path, tokens: Path,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "tokens"
+    calls = {"n": 0}
+    real_write = token_shards.TokenShardWriter.write_batch
+
+    def crash_on_the_ninth_batch(self, batch):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        real_write(self, batch)
+
+    monkeypatch.setattr(token_shards.TokenShardWriter, "write_batch", crash_on_the_ninth_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(corpus[0], out, tok_dir)
+    monkeypatch.undo()
+    pile_done = len(json.loads((out / "pile" / ".progress.json").read_text())["shards"])
+    assert 0 < pile_done < len(list((tokens / "pile").glob("*.arrow")))
+    assert not (out / "pile" / "manifest.json").exists()
+    wudao = out / "wudao" / ".progress.json"
+    finished = pile_done + (len(json.loads(wudao.read_text())["shards"]) if wudao.exists() else 0)
+    (out / "pile" / f"part-{pile_done:05d}.arrow.tmp").write_bytes(b"half a shard, as after kill -9")
+    (out / "pile" / f"part-{pile_done + 1:05d}.arrow").write_bytes(b"unrecorded shard")
+
+    result = _run(corpus[0], out, tok_dir)
+    assert result.shards_skipped == finished and result.shards_written > 0
+    assert _shard_bytes(out) == _shard_bytes(tokens)
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".progress.json"))
+    for source in ("pile", "wudao"):
+        assert Manifest.load(out / source).shards == Manifest.load(tokens / source).shards
+
+    again = _run(corpus[0], out, tok_dir)
+    assert again.shards_written == 0 and again.shards_skipped == result.shards_skipped + result.shards_written
+    assert _shard_bytes(out) == _shard_bytes(tokens)
+
+
+def test_worker_processes_give_identical_shards(corpus: tuple[Path, dict], tok_dir: Path, tokens: Path,
+                                                tmp_path: Path) -> None:
+    result = _run(corpus[0], tmp_path / "mp", tok_dir, workers=2)
+    assert result.engine == "tiktoken" and result.tokens > 0
+    assert _shard_bytes(tmp_path / "mp") == _shard_bytes(tokens)
+
+
+def test_tokenizer_shard_mismatch_is_a_clear_error(corpus: tuple[Path, dict], tok_dir: Path, tokens: Path,
+                                                   tmp_path: Path) -> None:
+    other = tmp_path / "other-tok"
+    train_from_clean(corpus[0], other, TrainConfig(vocab_size=600, sample_bytes=10**7))
+    other_hash = load_tokenizer(other).content_hash
+    with pytest.raises(TokenShardError, match=r"holds shards of tokenizer \w+ \(vocab 700\), but this run uses"):
+        _run(corpus[0], tokens, other)
+    with pytest.raises(TokenShardError, match="shards were made by tokenizer"):
+        TokenShards(tokens / "pile", tokenizer_hash=other_hash)
+    with pytest.raises(TokenShardError, match="vocab size 700, expected 600"):
+        TokenShards(tokens / "pile", vocab_size=600)
+    with pytest.raises(TokenShardError, match=r"but .*other-tok is \w+ \(vocab 600\)"):
+        inspect_tokens(tokens, other)
+
+
+def test_inspect_decodes_a_sample(corpus: tuple[Path, dict], tokens: Path) -> None:
+    report = inspect_tokens(tokens, sample_doc=2)
+    assert set(report.sources) == {"pile", "wudao"}
+    wudao = report.sources["wudao"]
+    first_texts = [r["text"] for r in corpus[1]["wudao"]]
+    assert wudao.documents == 160 and wudao.sample_id == "wudao-2"
+    assert wudao.sample_text == first_texts[2][:600]
+    assert wudao.avg_tokens == pytest.approx(wudao.tokens / 160, abs=0.01)
+    assert report.tokens == sum(s.tokens for s in report.sources.values())
+    single = inspect_tokens(tokens / "pile")
+    assert list(single.sources) == ["pile"]
+
+
+def test_truncated_input_names_the_file(tmp_path: Path, tok_dir: Path) -> None:
+    clean = tmp_path / "clean"
+    path = write_clean(clean, "pile", [pile_record(t, i) for i, t in enumerate(documents(50))], per_file=50)[0]
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(TokenShardError, match=r"00000\.jsonl\.zst: cannot decompress"):
+        _run(clean, tmp_path / "out", tok_dir)
+
+
+def test_cli_tokenize_trains_then_inspect(corpus: tuple[Path, dict], tmp_path: Path) -> None:
+    runner = CliRunner()
+    out, tok = tmp_path / "tokens", tmp_path / "tok"
+    args = ["data", "tokenize", "--input", str(corpus[0]), "--out", str(out), "--tokenizer", str(tok),
+            "--workers", "1", "--json"]
+    too_big = runner.invoke(app, [*args, "--vocab", "100256"])
+    assert too_big.exit_code == 1 and "(--allow-smaller)" in _flat(too_big.output) and not (tok / "meta.json").exists()
+
+    done = runner.invoke(app, [*args, "--vocab", "600"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["tokenizer"]["trained"] and result["tokenizer"]["vocab_size"] == 600
+    assert result["tokenize"]["documents"] == 360 and result["tokenize"]["skipped"]["malformed"] == 2
+    assert Manifest.load(out / "wudao").command.startswith("flm data tokenize --input")
+
+    mismatch = runner.invoke(app, [*args, "--vocab", "512"])
+    assert mismatch.exit_code == 1 and "holds a tokenizer of vocab 600, but --vocab 512" in _flat(mismatch.output)
+
+    shown = runner.invoke(app, ["data", "inspect", str(out), "--json"])
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert report["sources"]["pile"]["documents"] == 200
+    assert report["sources"]["pile"]["sample_text"] == corpus[1]["pile"][0]["text"][:600]
+
+    human = runner.invoke(app, ["data", "inspect", str(out)])
+    assert human.exit_code == 0 and "avg tokens/doc" in human.output
+
+    trained = runner.invoke(app, ["data", "train-tokenizer", "--input", str(corpus[0]), "--out", str(tmp_path / "t2"),
+                                  "--vocab", "600", "--json"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout)["content_hash"] == result["tokenizer"]["content_hash"]
