@@ -3,7 +3,7 @@
 A mixture is one YAML file under configs/mixtures/ loaded into `MixtureConfig` by flmconfig's
 generic loader. Shape:
 
-    seq_len: 2048
+    seq_len: 2048            # optional: without it the stage's sequence length applies
     seed: 1234
     valid_fraction: 0.01
     sources:
@@ -29,6 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_SEQ_LEN = 2048
+"""FLM-101B's context length."""
+
 
 @dataclass
 class SourceConfig:
@@ -51,8 +54,9 @@ class SourceConfig:
 
 @dataclass
 class MixtureConfig:
-    seq_len: int = 2048
-    """Tokens per training sample; each sample carries seq_len + 1 tokens (inputs and shifted labels)."""
+    seq_len: int | None = None
+    """Tokens per training sample (each carries seq_len + 1: inputs and shifted labels). None: the
+    trainer's (the stage's) sequence length, or DEFAULT_SEQ_LEN where nothing else says."""
     seed: int = 1234
     """Seeds the per-epoch document shuffles; the validation hold-out does not depend on it."""
     valid_fraction: float = 0.01
@@ -66,7 +70,7 @@ class MixtureConfig:
     """Where the document index is cached; None: $FLM_CACHE_DIR or ~/.cache/flm, under mixture-index/."""
 
     def validate(self) -> None:
-        if self.seq_len <= 0:
+        if self.seq_len is not None and self.seq_len <= 0:
             raise ValueError(f"seq_len must be positive, got {self.seq_len}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")

@@ -133,6 +133,12 @@ def test_deterministic_and_seeded(data: dict) -> None:
     assert first[0].shape == (4, SEQ + 1) and first[0].dtype == torch.int64
 
 
+def test_seq_len_override_and_default(data: dict) -> None:
+    assert Mixture(config(data, seq_len=None)).seq_len == 2048
+    override = Mixture(config(data), seq_len=32)
+    assert take(override.train_loader(2), 1)[0].shape == (2, 33)
+
+
 def test_dp_slices_are_disjoint_and_complete(data: dict) -> None:
     mixture = Mixture(config(data))
     single = torch.cat(take(mixture.train_loader(2, consumed_samples=10), 12))

@@ -21,7 +21,7 @@ from flmtrain.data.loader import EvalLoader, MixtureDataset, TrainLoader
 from flmtrain.data.report import mixture_report
 from flmtrain.data.samples import Samples, ShardSet
 from flmtrain.data.stream import Stream
-from flmtrain.mixture_config import MixtureConfig, SourceConfig
+from flmtrain.mixture_config import DEFAULT_SEQ_LEN, MixtureConfig, SourceConfig
 from pipelines.token_shards import TokenShardError, TokenShards
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ class Mixture:
     """Token-shard sources blended by weight into one deterministic, resumable sample order."""
 
     def __init__(self, cfg: MixtureConfig, *, seq_len: int | None = None, progress: Progress | None = None) -> None:
+        """Open the sources; `seq_len` overrides the config's (which, when unset, defaults to DEFAULT_SEQ_LEN)."""
         if not cfg.sources:
             raise ConfigError("the mixture has no sources; list at least one under `sources:`")
         self.cfg = cfg
-        self.seq_len = int(seq_len if seq_len is not None else cfg.seq_len)
+        self.seq_len = int(next(n for n in (seq_len, cfg.seq_len, DEFAULT_SEQ_LEN) if n is not None))
         if self.seq_len <= 0:
             raise ConfigError(f"seq_len must be positive, got {self.seq_len}")
         self.sources: list[_Source] = []
