@@ -1,7 +1,7 @@
 """torch.distributed + megatron-core parallel state, for torchrun jobs and for one plain process.
 
 Under torchrun (RANK/WORLD_SIZE/MASTER_ADDR in the environment) the process group comes from the
-environment; otherwise a one-process group is made over a FileStore, so the same code path (and
+environment; otherwise a one-process group is made over a TCP store on a free port, so the same code path (and
 megatron's parallel_state) works in a test, on a laptop and on a cluster.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -52,11 +51,9 @@ def _init_process_group(backend: str) -> None:
     global _owned_group
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         dist.init_process_group(backend=backend)
-    else:
-        fd, path = tempfile.mkstemp(prefix="flm-store-")
-        os.close(fd)
-        os.unlink(path)  # FileStore wants a path it can create
-        dist.init_process_group(backend=backend, store=dist.FileStore(path, 1), rank=0, world_size=1)
+    else:  # one process: a store on a free localhost port
+        store = dist.TCPStore("127.0.0.1", 0, world_size=1, is_master=True)
+        dist.init_process_group(backend=backend, store=store, rank=0, world_size=1)
     _owned_group = True
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from flmconfig import find_config, load_config
@@ -145,3 +149,26 @@ def test_core_attention_matches_reference_and_decodes(layer: int) -> None:
     # Decoding the last two positions against all raw keys gives the same rows.
     tail = attn(q[-2:], k, v, None)
     torch.testing.assert_close(tail, full[-2:], rtol=1e-5, atol=1e-5)
+
+
+def _tensor_parallel_worker(rank: int, port: int, out: Path) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    info = init_parallel(tp=2, seed=7)
+    assert (info.world_size, info.tp, info.dp) == (2, 2, 1)
+    model = build_model(replace(SMALL, kv_heads=2), seed=0)
+    loss = model(tokens(), None, labels=tokens(seed=1))
+    if rank == 0:
+        torch.save(loss.detach(), out)
+    destroy_parallel()
+
+
+def test_tensor_parallel_matches_single_process(tmp_path: Path) -> None:
+    """TP=2 (two gloo processes, heads and vocab split) computes the same loss as one process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "loss.pt"
+    mp.spawn(_tensor_parallel_worker, args=(port, out), nprocs=2)
+    single = build_model(replace(SMALL, kv_heads=2), seed=0)(tokens(), None, labels=tokens(seed=1))
+    torch.testing.assert_close(torch.load(out), single.detach(), rtol=1e-5, atol=1e-5)
