@@ -9,8 +9,6 @@ from rich.table import Table
 
 from cli.render import console, emit_json, fail, progress_bars
 from flmconfig import ConfigError, find_config, load_config
-from flmtrain.data import Mixture
-from flmtrain.mixture_config import MixtureConfig
 
 
 def mix_report(
@@ -20,6 +18,9 @@ def mix_report(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Report the per-source and per-subset shares a mixture YAML actually delivers."""
+    from flmtrain.data import Mixture  # torch: imported only when the command runs
+    from flmtrain.mixture_config import MixtureConfig
+
     try:
         path = find_config(mixture, "mixtures")
         cfg = load_config(MixtureConfig, path, set_ or [])
