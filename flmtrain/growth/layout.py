@@ -13,6 +13,7 @@ index (and with it FLM's 1/layer attention scale), and start as copies of old la
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -116,11 +117,18 @@ class Placement:
     """The parameter belongs to a new layer: its values are copied, its optimizer state starts at zero."""
 
 
+@functools.lru_cache(maxsize=4)
+def _indices(spec: GrowthSpec, vocab: int) -> dict[str, torch.Tensor]:
+    """Every dimension kind's old-to-new positions (shared by all parameters; never modified)."""
+    s, d = spec.src, spec.dst
+    return {"hidden": torch.arange(s.hidden), "qkv": _qkv_index(s, d), "context": context_index(s, d),
+            "fc1": _fc1_index(s, d), "ffn": torch.arange(s.ffn), "vocab": torch.arange(vocab)}
+
+
 def placement(name: str, spec: GrowthSpec, vocab: int) -> Placement:
     """The Placement of grown parameter `name`; GrowthError if no rule covers it."""
     s, d = spec.src, spec.dst
-    index = {"hidden": torch.arange(s.hidden), "qkv": _qkv_index(s, d), "context": context_index(s, d),
-             "fc1": _fc1_index(s, d), "ffn": torch.arange(s.ffn), "vocab": torch.arange(vocab)}
+    index = _indices(spec, vocab)
     match = LAYER_RE.match(name)
     if match:
         layer, rest = int(match.group(1)), match.group(2)

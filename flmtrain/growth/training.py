@@ -1,0 +1,69 @@
+"""What the training loop needs from growth: scheduled in-place growth, the stage a resumed run is
+in, masks on resume, and the LR schedule of the stage that growth switched to.
+
+A stage's `growth` list schedules growth at a token count; once grown, the run continues in the
+target stage (its LR schedule restarts at the growth step, warmup included, as FLM-101B's stages
+do), and the target's own `growth` list schedules the next one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from flmconfig import find_config, load_config
+from flmtrain.config import GrowthStepConfig, StageConfig
+from flmtrain.growth.grow import Grown, grow_model_and_optimizer
+from flmtrain.growth.ramp import stage_start_step
+from flmtrain.growth.spec import GrowthError
+from flmtrain.schedule import LRSchedule
+
+
+def due_growth(stage: StageConfig, tokens_seen: int) -> GrowthStepConfig | None:
+    """The current stage's first scheduled growth whose token count has been reached, if any."""
+    return next((entry for entry in stage.growth if tokens_seen >= entry.at_tokens), None)
+
+
+def fitted_target(entry: GrowthStepConfig, stage: StageConfig) -> StageConfig:
+    """The target stage of `entry` on the running stage's data: same vocabulary and sequence length."""
+    target = load_config(StageConfig, find_config(entry.to, "stages"))
+    target.model.vocab_size = stage.model.vocab_size
+    target.model.vocab_pad_multiple = stage.model.vocab_pad_multiple
+    target.model.seq_len = stage.model.seq_len
+    target.train.steps = stage.train.steps
+    return target
+
+
+def resume_stage(stage: StageConfig, meta: dict[str, Any]) -> StageConfig:
+    """The stage a run resumes in: the checkpoint's own when the run grew into another stage."""
+    if meta.get("growth_history") and meta.get("stage") != stage.name and "stage_config" in meta:
+        grown = load_config(StageConfig, meta["stage_config"])
+        grown.train.steps = stage.train.steps
+        return grown
+    return stage
+
+
+def stage_schedule(stage: StageConfig, target_steps: int, history: list[dict[str, Any]]) -> tuple[LRSchedule, int]:
+    """The stage's LR schedule and its step offset: apply it at `step - offset` (0 without growth)."""
+    offset = stage_start_step(history)
+    return LRSchedule.from_config(stage.optim, max(target_steps - offset, 1)), offset
+
+
+def grow_engine(engine: Any, stage: StageConfig, entry: GrowthStepConfig, *, step: int, tokens_seen: int,
+                make_engine: Callable[[StageConfig, int], Any]) -> tuple[Any, StageConfig, Grown]:
+    """Grow a training engine (module + torch optimizer) into `entry`'s stage; returns the new engine,
+    the target stage and the growth (record for growth_history, ramp to update every step)."""
+    if not isinstance(getattr(engine, "optimizer", None), torch.optim.Optimizer):
+        raise GrowthError("in-place growth needs the CPU engine's torch optimizer; megatron's distributed "
+                          "optimizer (GPU) keeps sharded fp32 state that flm growth cannot yet rewrite")
+    target = fitted_target(entry, stage)
+    with torch.random.fork_rng():  # new entries' init is seeded and leaves the training RNG untouched
+        torch.manual_seed(target.train.seed + step)
+        new = make_engine(copy.deepcopy(target), target.model.vocab_size)
+    grown = grow_model_and_optimizer(engine.module, engine.optimizer, new.module, new.optimizer, stage.model,
+                                     target.model, step=step, ramp_steps=entry.ramp_steps, tokens_seen=tokens_seen,
+                                     from_stage=stage.name, to_stage=target.name)
+    return new, target, grown

@@ -1,0 +1,332 @@
+"""Function-preserving growth (MSG): every operator alone and combined keeps the logits, masks ramp and
+fold away without changing the function, optimizer moments are carried, checkpoints grow, and
+impossible growth fails clearly. Tiny shapes with a 256-token vocabulary keep it fast on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from flmconfig import find_config, load_config
+from flmtrain.checkpoint import read_meta, save_checkpoint
+from flmtrain.config import ModelConfig, MupConfig, OptimConfig, StageConfig
+from flmtrain.growth import (
+    GrowthError,
+    GrowthMasks,
+    check_growth,
+    grow_model,
+    grow_model_and_optimizer,
+    resume_ramp,
+)
+from flmtrain.growth.layout import param_shapes
+from flmtrain.growth.plan import plan_growth
+from flmtrain.model import build_model
+from flmtrain.mup import param_groups
+from flmtrain.parallel import destroy_parallel, init_parallel
+from flmtrain.plan import param_count
+
+VOCAB = 256
+BASE = ModelConfig(layers=2, hidden=64, heads=4, ffn_hidden=128, vocab_size=VOCAB, seq_len=32, dropout=0.0,
+                   mup=MupConfig(enabled=True, base_width=64))
+VARIANTS = {
+    "flm": {},
+    "tele-flm": {"norm": "rmsnorm", "activation": "swiglu", "bias": False, "tie_embeddings": False, "kv_heads": 2},
+    "no-mup-untied": {"mup": MupConfig(enabled=False), "tie_embeddings": False},
+}
+OPERATORS = {  # "kv": how the key/value groups grow (x2 = as many per group; x1 = more heads per group)
+    "depth": {"layers": 4},
+    "ffn": {"ffn_hidden": 256},
+    "width": {"hidden": 128, "heads": 8, "kv": 2},  # hidden + heads at the same head size
+    "group_heads": {"hidden": 128, "heads": 8, "kv": 1},
+    "all": {"layers": 3, "hidden": 128, "heads": 8, "ffn_hidden": 384, "kv": 2},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def parallel() -> Iterator[None]:
+    init_parallel(seed=3)
+    yield
+    destroy_parallel()
+
+
+def model_pair(src: ModelConfig, dst: ModelConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    a, b = build_model(src, seed=1), build_model(dst, seed=2)
+    return a.eval(), b.eval()
+
+
+def ids(batch: int = 2, seq: int = 24, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def variant_pair(variant: str, operator: str) -> tuple[ModelConfig, ModelConfig]:
+    src = replace(BASE, **VARIANTS[variant])
+    grow = dict(OPERATORS[operator])
+    if "kv" in grow:
+        grow["kv_heads"] = (src.kv_heads or src.heads) * grow.pop("kv")
+    return src, replace(src, **grow)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("operator", OPERATORS)
+@torch.no_grad()
+def test_growth_preserves_logits_and_masks_fold(variant: str, operator: str) -> None:
+    src_cfg, dst_cfg = variant_pair(variant, operator)
+    src, dst = model_pair(src_cfg, dst_cfg)
+    x = ids()
+    before = src(x, None)
+    unmasked = dst(x, None)
+    spec = grow_model(src.state_dict(), src_cfg, dst, dst_cfg)
+    raw = dst(x, None)  # grown weights, no masks yet: new structure is live
+    masks = GrowthMasks(dst, spec)
+    after = dst(x, None)
+    assert after.shape == before.shape
+    assert (after - before).abs().max().item() < 1e-5, spec.operators
+    assert (raw - before).abs().max().item() > 1e-3  # the masks are what keeps the function
+    assert (unmasked - before).abs().max().item() > 1e-3
+    masks.set_alpha(0.5)
+    assert (dst(x, None) - before).abs().max().item() > 1e-4  # new structure ramps in
+    masks.set_alpha(1.0)
+    at_one = dst(x, None)
+    masks.fold()
+    assert not masks.active
+    assert (dst(x, None) - at_one).abs().max().item() < 1e-5
+    assert (dst(x, None) - raw).abs().max().item() < 1e-5  # folded = the plain grown model
+
+
+def test_tiny_to_tiny_grown_stage_configs() -> None:
+    """The bundled stages: depth, hidden, heads and FFN at once, μP multiplier 2x smaller."""
+    src_cfg, dst_cfg = (replace(load_config(StageConfig, find_config(n, "stages")).model, vocab_size=VOCAB)
+                        for n in ("tiny", "tiny-grown"))
+    src, dst = model_pair(src_cfg, dst_cfg)
+    spec = grow_model(src.state_dict(), src_cfg, dst, dst_cfg)
+    assert spec.operators == ["depth", "hidden", "heads", "kv_heads", "ffn"]
+    assert spec.logit_scale == pytest.approx(2.0) and dst.output_mult == pytest.approx(src.output_mult / 2)
+    GrowthMasks(dst, spec)
+    x = ids(seed=5)
+    with torch.no_grad():
+        assert (dst(x, None) - src(x, None)).abs().max().item() < 1e-5
+
+
+def adam(model: torch.nn.Module, cfg: ModelConfig) -> torch.optim.AdamW:
+    optim = OptimConfig(lr=1e-2, warmup_steps=0)
+    return torch.optim.AdamW(param_groups(model, cfg, optim), lr=optim.lr, betas=(0.9, 0.95))
+
+
+def train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[torch.Tensor],
+                ramp=None, start: int = 0) -> list[float]:  # noqa: ANN001 - MaskRamp | None
+    model.train()
+    out = []
+    for i, batch in enumerate(batches):
+        if ramp is not None:
+            ramp.update(start + i)
+        opt.zero_grad()
+        loss = model(batch[:, :-1], None, labels=batch[:, 1:]).mean()
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
+    return out
+
+
+def pattern_batches(n: int, seed: int = 0) -> list[torch.Tensor]:
+    """Learnable data: each row counts up from a random start (next token = token + 1 mod 64)."""
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, 64, (8, 1), generator=g) + torch.arange(25)) % 64 for _ in range(n)]
+
+
+def test_optimizer_state_carried_and_training_continues() -> None:
+    src_cfg = replace(BASE, tie_embeddings=False)
+    dst_cfg = replace(src_cfg, layers=3, hidden=128, heads=8, ffn_hidden=256)
+    src = build_model(src_cfg, seed=1)
+    opt = adam(src, src_cfg)
+    batches = pattern_batches(14)
+    train_steps(src, opt, batches[:6])
+    src.eval()
+    with torch.no_grad():
+        loss_before = src(batches[6][:, :-1], None, labels=batches[6][:, 1:]).mean().item()
+    old = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in src.named_parameters()}
+
+    dst = build_model(dst_cfg, seed=2)
+    dst_opt = adam(dst, dst_cfg)
+    grown = grow_model_and_optimizer(src, opt, dst, dst_opt, src_cfg, dst_cfg, step=6, ramp_steps=4)
+    assert grown.record["optimizer_params"] == {"carried": len(old), "zero": 12}  # layer 2's 12 tensors
+    state = {n: dst_opt.state[p] for n, p in dst.named_parameters()}
+    for name, param in dst.named_parameters():
+        assert state[name]["exp_avg"].shape == param.shape and state[name]["exp_avg_sq"].shape == param.shape
+        assert float(state[name]["step"]) == 6
+    emb, new_emb = old["embedding.word_embeddings.weight"], state["embedding.word_embeddings.weight"]
+    assert torch.equal(new_emb["exp_avg"][:, :64], emb["exp_avg"]) and not new_emb["exp_avg"][:, 64:].any()
+    qkv = state["decoder.layers.1.self_attention.linear_qkv.weight"]  # MHA: old heads are the first rows
+    assert torch.equal(qkv["exp_avg_sq"][:192, :64], old["decoder.layers.1.self_attention.linear_qkv.weight"]
+                       ["exp_avg_sq"])
+    assert not qkv["exp_avg_sq"][192:].any() and not qkv["exp_avg_sq"][:, 64:].any()
+    fc2 = state["decoder.layers.0.mlp.linear_fc2.weight"]
+    assert torch.equal(fc2["exp_avg"][:64, :128], old["decoder.layers.0.mlp.linear_fc2.weight"]["exp_avg"])
+    # The final norm's gain is scaled by 2 (μP's logit multiplier halves), its moments by 1/2 and 1/4.
+    norm = state["decoder.final_layernorm.weight"]
+    assert torch.allclose(norm["exp_avg"][:64], old["decoder.final_layernorm.weight"]["exp_avg"] / 2)
+    assert torch.allclose(norm["exp_avg_sq"][:64], old["decoder.final_layernorm.weight"]["exp_avg_sq"] / 4)
+    assert all(not state[n][k].any() for n in state if n.startswith("decoder.layers.2.")
+               for k in ("exp_avg", "exp_avg_sq"))
+
+    after = train_steps(dst, dst_opt, batches[6:], ramp=grown.ramp, start=6)
+    assert abs(after[0] - loss_before) <= 0.01 * loss_before  # the first step after growth: same function
+    assert grown.ramp.masks.alpha == 1.0 and not grown.ramp.active  # ramped over steps 6..10, then folded
+    assert all(math.isfinite(v) for v in after) and np.mean(after[-3:]) < loss_before
+
+
+def test_param_shapes_match_built_models() -> None:
+    for variant in VARIANTS:
+        cfg = replace(BASE, **VARIANTS[variant])
+        model = build_model(cfg)
+        assert param_shapes(cfg) == {n: tuple(p.shape) for n, p in model.named_parameters()}, variant
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"layers": 1}, "cannot shrink layers"),
+    ({"ffn_hidden": 64}, "cannot shrink ffn"),
+    ({"hidden": 128}, "head size differs"),
+    ({"hidden": 128, "heads": 8, "kv_heads": 8}, "heads per kv group cannot fall"),
+    ({"kv_heads": 1}, "cannot shrink kv_heads"),
+    ({"norm": "rmsnorm"}, "model.norm differs"),
+    ({"tie_embeddings": False}, "model.tie_embeddings differs"),
+    ({"vocab_size": 1000}, "vocabulary differs"),
+    ({}, "nothing to grow"),
+])
+def test_impossible_growth_is_a_clear_error(change: dict, message: str) -> None:
+    src = replace(BASE, kv_heads=2)
+    with pytest.raises(GrowthError, match=message):
+        check_growth(src, replace(src, **change))
+
+
+def test_masks_fold_only_at_one() -> None:
+    src_cfg, dst_cfg = BASE, replace(BASE, layers=3)
+    src, dst = model_pair(src_cfg, dst_cfg)
+    masks = GrowthMasks(dst, grow_model(src.state_dict(), src_cfg, dst, dst_cfg))
+    masks.set_alpha(0.9)
+    with pytest.raises(GrowthError, match="only be folded at 1"):
+        masks.fold()
+
+
+def test_dry_run_between_flm_stages_allocates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_weights(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a dry run must not build a model")
+
+    monkeypatch.setattr("flmtrain.model.build_model", no_weights)
+    runner = CliRunner()
+    stages = {n: load_config(StageConfig, find_config(n, "stages")) for n in ("16b", "51b", "101b")}
+    for src, dst in (("16b", "51b"), ("51b", "101b")):
+        result = runner.invoke(app, ["grow", "--dry-run", "--from", src, "--to", dst, "--json"])
+        assert result.exit_code == 0, result.output
+        plan = json.loads(result.stdout)
+        assert plan["params_before"] == param_count(stages[src].model)
+        assert plan["params_after"] == param_count(stages[dst].model)
+        assert plan["carried_entries"] == plan["params_before"]
+        assert plan["operators"] == ["depth", "hidden", "heads", "kv_heads", "ffn"]
+    assert plan_growth(stages["16b"], stages["101b"])["params_after"] == param_count(stages["101b"].model)
+    shown = runner.invoke(app, ["grow", "--dry-run", "--from", "16b", "--to", "51b"])
+    assert shown.exit_code == 0 and "no weights allocated" in shown.output
+    bad = runner.invoke(app, ["grow", "--dry-run", "--from", "51b", "--to", "16b"])
+    assert bad.exit_code == 1 and "cannot shrink" in bad.output
+
+
+def save_tiny_checkpoint(root: Path, step: int = 4) -> tuple[Path, torch.nn.Module, StageConfig]:
+    """A torch-format checkpoint of tiny (vocab 256) after `step` AdamW steps, as the trainer writes it."""
+    from flmconfig import config_to_dict
+    from flmtrain.engine import CpuEngine
+
+    stage = load_config(StageConfig, find_config("tiny", "stages"), [f"model.vocab_size={VOCAB}"])
+    engine = CpuEngine(stage, VOCAB)
+    train_steps(engine.module, engine.optimizer, pattern_batches(step, seed=9))
+    meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": [],
+            "tokens_seen": step * 8 * 24}
+    path = save_checkpoint(root, step, model=engine.module, optimizer=engine.optimizer, fmt="torch",
+                           state={"step": step, "data": {"consumed_samples": step * 8}}, meta=meta)
+    return path, engine.module.eval(), stage
+
+
+def test_flm_grow_writes_a_checkpoint_of_the_target_stage(tmp_path: Path) -> None:
+    from flmtrain.checkpoint import load_checkpoint
+    from flmtrain.engine import CpuEngine
+
+    path, src, _ = save_tiny_checkpoint(tmp_path / "run", step=4)
+    out = tmp_path / "grown" / "step-4"
+    runner = CliRunner()
+    result = runner.invoke(app, ["grow", "--checkpoint", str(path), "--to", "tiny-grown", "--out", str(out),
+                                 "--ramp-steps", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["to_stage"] == "tiny-grown" and record["step"] == 4 and record["ramp_steps"] == 3
+    meta = read_meta(out)
+    assert meta["stage"] == "tiny-grown" and meta["growth_history"][-1]["from_stage"] == "tiny"
+    assert meta["param_shapes"]["decoder.layers.3.mlp.linear_fc2.weight"] == [128, 512]
+    stage = load_config(StageConfig, meta["stage_config"])
+    assert (stage.model.layers, stage.model.hidden, stage.model.vocab_size) == (4, 128, VOCAB)
+
+    # The grown checkpoint loads into the target stage's engine (optimizer included) and, with the
+    # masks the record describes, computes the source's function.
+    engine = CpuEngine(stage, VOCAB)
+    loaded = load_checkpoint(out, model=engine.module, optimizer=engine.optimizer)
+    ramp = resume_ramp(engine.module, loaded["meta"]["growth_history"], loaded["state"]["step"])
+    assert ramp is not None and ramp.masks.alpha == 0.0
+    x = ids(seed=11)
+    with torch.no_grad():
+        assert (engine.module.eval()(x, None) - src(x, None)).abs().max().item() < 1e-5
+    assert resume_ramp(engine.module, loaded["meta"]["growth_history"], 7) is None  # ramp over by step 7
+
+    again = runner.invoke(app, ["grow", "--checkpoint", str(out), "--to", "tiny-grown", "--set", "model.layers=6",
+                                "--out", str(tmp_path / "again")])
+    assert again.exit_code == 1 and "still ramping" in again.output
+    exists = runner.invoke(app, ["grow", "--checkpoint", str(path), "--to", "tiny-grown", "--out", str(out)])
+    assert exists.exit_code == 1 and "already exists" in exists.output
+
+
+def test_scheduled_growth_in_a_training_loop() -> None:
+    """The pieces `flm train` uses: growth due at a token count, engine grown in place, masks ramped,
+    the target stage's LR schedule restarted at the growth step, the grown stage kept on resume."""
+    from flmconfig import config_to_dict
+    from flmtrain.engine import CpuEngine
+    from flmtrain.growth.training import due_growth, grow_engine, resume_stage, stage_schedule
+
+    tokens_per_step = 8 * 24
+    stage = load_config(StageConfig, find_config("tiny", "stages"), [
+        f"model.vocab_size={VOCAB}", "train.global_batch=8", "train.micro_batch=8", "optim.warmup_steps=2",
+        f"growth=[{{at_tokens: {4 * tokens_per_step}, to: tiny-grown, ramp_steps: 3}}]"])
+    engine = CpuEngine(stage, VOCAB)
+    schedule, offset = stage_schedule(stage, 12, [])
+    history: list[dict] = []
+    ramp = None
+    losses, lrs = [], []
+    batches = pattern_batches(10, seed=4)
+    for step, batch in enumerate(batches):
+        entry = due_growth(stage, step * tokens_per_step)
+        if entry is not None:
+            with torch.no_grad():
+                before = engine.module.eval()(batch[:, :-1], None, labels=batch[:, 1:]).mean().item()
+            engine, stage, grown = grow_engine(engine, stage, entry, step=step, tokens_seen=step * tokens_per_step,
+                                               make_engine=CpuEngine)
+            history.append(grown.record)
+            ramp = grown.ramp
+            schedule, offset = stage_schedule(stage, 12, history)
+        if ramp is not None:
+            ramp.update(step)
+        lrs.append(schedule.apply(engine.param_groups, step - offset))
+        engine.zero_grad()
+        losses.append(float(engine.forward_backward([{"tokens": batch}])))
+        engine.step(engine.grad_norm(), stage.optim.clip_grad)
+    assert [r["step"] for r in history] == [4] and stage.name == "tiny-grown"
+    assert abs(losses[4] - before) <= 0.01 * before
+    assert lrs[4] == pytest.approx(stage.optim.lr / stage.optim.warmup_steps)  # the new stage warms up again
+    assert ramp is not None and not ramp.active and due_growth(stage, 10 * tokens_per_step) is None
+    assert all(math.isfinite(v) for v in losses) and np.mean(losses[-2:]) < losses[0]
+    meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": history}
+    tiny = load_config(StageConfig, find_config("tiny", "stages"))
+    assert resume_stage(tiny, meta).model.hidden == 128 and resume_stage(tiny, {"stage": "tiny"}) is tiny
