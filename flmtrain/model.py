@@ -31,7 +31,6 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.mlp import MLP, MLPSubmodules
 from megatron.core.transformer.spec_utils import ModuleSpec
-from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
@@ -46,6 +45,23 @@ from flmtrain.plan import padded_vocab
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's "gelu_new"/"gelu_fast": GeLU with the tanh approximation (FLM-101B's activation)."""
     return F.gelu(x, approximate="tanh")
+
+
+class Norm:
+    """torch LayerNorm / RMSNorm for megatron's spec, usable with sequence parallelism.
+
+    megatron's WrappedTorchNorm refuses sequence parallelism; the norm itself is per token, so it
+    only needs its parameters tagged `sequence_parallel` for megatron to all-reduce their gradients
+    over the tensor-parallel group (as its apex and Transformer Engine norms do).
+    """
+
+    def __new__(cls, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **_: Any) -> torch.nn.Module:
+        norm_cls = torch.nn.RMSNorm if config.normalization == "RMSNorm" else torch.nn.LayerNorm
+        device = "cpu" if config.use_cpu_initialization else torch.cuda.current_device()
+        norm = norm_cls(hidden_size, eps=eps, device=device, dtype=config.params_dtype)
+        for param in norm.parameters():
+            param.sequence_parallel = config.sequence_parallel
+        return norm
 
 
 def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dtype: torch.dtype = torch.float32,
@@ -96,7 +112,7 @@ def layer_spec(cfg: ModelConfig) -> ModuleSpec:
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
-            input_layernorm=WrappedTorchNorm,
+            input_layernorm=Norm,
             self_attention=ModuleSpec(
                 module=SelfAttention,
                 params={"attn_mask_type": AttnMaskType.causal},
@@ -105,7 +121,7 @@ def layer_spec(cfg: ModelConfig) -> ModuleSpec:
                     q_layernorm=IdentityOp, k_layernorm=IdentityOp),
             ),
             self_attn_bda=get_bias_dropout_add,
-            pre_mlp_layernorm=WrappedTorchNorm,
+            pre_mlp_layernorm=Norm,
             mlp=ModuleSpec(module=MLP, params={"ffn_hidden_size": cfg.ffn_size},
                            submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear)),
             mlp_bda=get_bias_dropout_add,
@@ -139,8 +155,12 @@ class FLMModel(GPTModel):
 
 
 def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype: torch.dtype = torch.float32,
-                seed: int | None = None) -> FLMModel:
-    """The model for this process's tensor/pipeline rank; `seed` (if given) reseeds torch first."""
+                sequence_parallel: bool = False, seed: int | None = None) -> FLMModel:
+    """The model for this process's tensor/pipeline rank; `seed` (if given) reseeds torch first.
+
+    `sequence_parallel` (the stage's parallel.sequence_parallel) splits norms and dropout along the
+    sequence over the tensor-parallel group; it has no effect at tp=1.
+    """
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("megatron parallel state is not initialised: call flmtrain.parallel.init_parallel() first")
     tp = parallel_state.get_tensor_model_parallel_world_size()
@@ -153,9 +173,10 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
         from flmtrain.parallel import seed_everything
 
         seed_everything(seed)
-    config = transformer_config(cfg, tp=tp, pp=pp, params_dtype=params_dtype)
+    config = transformer_config(cfg, tp=tp, pp=pp, params_dtype=params_dtype,
+                                sequence_parallel=sequence_parallel and tp > 1)
     spec = ModuleSpec(module=TransformerBlock, submodules=TransformerBlockSubmodules(
-        layer_specs=[layer_spec(cfg)] * (cfg.layers // pp), layer_norm=WrappedTorchNorm))
+        layer_specs=[layer_spec(cfg)] * (cfg.layers // pp), layer_norm=Norm))
     mup = cfg.mup
     return FLMModel(
         config=config,
