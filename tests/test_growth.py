@@ -16,9 +16,10 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from flmconfig import find_config, load_config
-from flmtrain.checkpoint import read_meta, save_checkpoint
+from flmconfig import config_to_dict, find_config, load_config
+from flmtrain.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from flmtrain.config import ModelConfig, MupConfig, OptimConfig, StageConfig
+from flmtrain.engine import CpuEngine
 from flmtrain.growth import (
     GrowthError,
     GrowthMasks,
@@ -29,6 +30,7 @@ from flmtrain.growth import (
 )
 from flmtrain.growth.layout import param_shapes
 from flmtrain.growth.plan import plan_growth
+from flmtrain.growth.training import due_growth, grow_engine, resume_stage, stage_schedule
 from flmtrain.model import build_model
 from flmtrain.mup import param_groups
 from flmtrain.parallel import destroy_parallel, init_parallel
@@ -238,26 +240,41 @@ def test_dry_run_between_flm_stages_allocates_nothing(monkeypatch: pytest.Monkey
     assert bad.exit_code == 1 and "cannot shrink" in bad.output
 
 
-def save_tiny_checkpoint(root: Path, step: int = 4) -> tuple[Path, torch.nn.Module, StageConfig]:
-    """A torch-format checkpoint of tiny (vocab 256) after `step` AdamW steps, as the trainer writes it."""
-    from flmconfig import config_to_dict
-    from flmtrain.engine import CpuEngine
+def save_engine(root: Path, step: int, engine, stage: StageConfig, history: list[dict]) -> Path:  # noqa: ANN001
+
+    meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": history,
+            "tokens_seen": step * 8 * 24}
+    return save_checkpoint(root, step, model=engine.module, optimizer=engine.optimizer, fmt="torch",
+                           state={"step": step, "data": {"consumed_samples": step * 8}}, meta=meta)
+
+
+def resumed_engine(path: Path, steps: int, seed: int):  # noqa: ANN201 - (CpuEngine, StageConfig)
+    """Load a checkpoint into its stage's engine (masks of a ramping growth included) and train on."""
+
+    meta = read_meta(path)
+    stage = load_config(StageConfig, meta["stage_config"])
+    engine = CpuEngine(stage, VOCAB)
+    loaded = load_checkpoint(path, model=engine.module, optimizer=engine.optimizer)
+    start = loaded["state"]["step"]
+    ramp = resume_ramp(engine.module, meta["growth_history"], start)
+    train_steps(engine.module, engine.optimizer, pattern_batches(steps, seed=seed), ramp=ramp, start=start)
+    return engine, stage, ramp
+
+
+def save_tiny_checkpoint(root: Path) -> tuple[Path, torch.nn.Module]:
+    """tiny (vocab 256) trained 2 steps, saved, resumed, trained 2 more and saved at step 4."""
 
     stage = load_config(StageConfig, find_config("tiny", "stages"), [f"model.vocab_size={VOCAB}"])
     engine = CpuEngine(stage, VOCAB)
-    train_steps(engine.module, engine.optimizer, pattern_batches(step, seed=9))
-    meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": [],
-            "tokens_seen": step * 8 * 24}
-    path = save_checkpoint(root, step, model=engine.module, optimizer=engine.optimizer, fmt="torch",
-                           state={"step": step, "data": {"consumed_samples": step * 8}}, meta=meta)
-    return path, engine.module.eval(), stage
+    train_steps(engine.module, engine.optimizer, pattern_batches(2, seed=8))
+    first = save_engine(root, 2, engine, stage, [])
+    engine, stage, _ = resumed_engine(first, 2, seed=9)
+    return save_engine(root, 4, engine, stage, []), engine.module.eval()
 
 
 def test_flm_grow_writes_a_checkpoint_of_the_target_stage(tmp_path: Path) -> None:
-    from flmtrain.checkpoint import load_checkpoint
-    from flmtrain.engine import CpuEngine
 
-    path, src, _ = save_tiny_checkpoint(tmp_path / "run", step=4)
+    path, src = save_tiny_checkpoint(tmp_path / "run")
     out = tmp_path / "grown" / "step-4"
     runner = CliRunner()
     result = runner.invoke(app, ["grow", "--checkpoint", str(path), "--to", "tiny-grown", "--out", str(out),
@@ -285,6 +302,21 @@ def test_flm_grow_writes_a_checkpoint_of_the_target_stage(tmp_path: Path) -> Non
     again = runner.invoke(app, ["grow", "--checkpoint", str(out), "--to", "tiny-grown", "--set", "model.layers=6",
                                 "--out", str(tmp_path / "again")])
     assert again.exit_code == 1 and "still ramping" in again.output
+
+    # Resume the grown checkpoint, train through the ramp (steps 4..7; folded at 7), save, grow again.
+    engine, stage, ramp = resumed_engine(out, 4, seed=10)
+    assert ramp is not None and not ramp.active
+    trained = save_engine(tmp_path / "run2", 8, engine, stage, loaded["meta"]["growth_history"])
+    twice = tmp_path / "twice"
+    result = runner.invoke(app, ["grow", "--checkpoint", str(trained), "--to", "tiny-grown",
+                                 "--set", "model.layers=6", "--set", "model.ffn_hidden=640", "--out", str(twice)])
+    assert result.exit_code == 0, result.output
+    history = read_meta(twice)["growth_history"]
+    assert [(r["from_stage"], r["step"], r["operators"]) for r in history] == [
+        ("tiny", 4, ["depth", "hidden", "heads", "kv_heads", "ffn"]), ("tiny-grown", 8, ["depth", "ffn"])]
+    regrown, _, _ = resumed_engine(twice, 0, seed=0)
+    with torch.no_grad():
+        assert (regrown.module.eval()(x, None) - engine.module.eval()(x, None)).abs().max().item() < 1e-5
     exists = runner.invoke(app, ["grow", "--checkpoint", str(path), "--to", "tiny-grown", "--out", str(out)])
     assert exists.exit_code == 1 and "already exists" in exists.output
 
@@ -292,9 +324,6 @@ def test_flm_grow_writes_a_checkpoint_of_the_target_stage(tmp_path: Path) -> Non
 def test_scheduled_growth_in_a_training_loop() -> None:
     """The pieces `flm train` uses: growth due at a token count, engine grown in place, masks ramped,
     the target stage's LR schedule restarted at the growth step, the grown stage kept on resume."""
-    from flmconfig import config_to_dict
-    from flmtrain.engine import CpuEngine
-    from flmtrain.growth.training import due_growth, grow_engine, resume_stage, stage_schedule
 
     tokens_per_step = 8 * 24
     stage = load_config(StageConfig, find_config("tiny", "stages"), [
