@@ -23,8 +23,9 @@ from flmtrain.checkpoint import META_NAME, STATE_NAME, optimizer_param_names, re
 from flmtrain.config import StageConfig
 from flmtrain.growth.grow import grow_from_state
 from flmtrain.growth.ramp import ramping
-from flmtrain.growth.spec import GrowthError
+from flmtrain.growth.spec import GrowthError, check_growth
 from flmtrain.growth.transfer import named_state_from_saved
+from flmtrain.plan import param_count
 
 Progress = Callable[[str, float, "float | None"], None]
 
@@ -64,8 +65,10 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
                           f"{last['step'] + last['ramp_steps']}; train past that step before growing again")
     src_stage = source_stage(meta, src)
     dst_stage = target_stage(dst_stage, src_stage)
+    check_growth(src_stage.model, dst_stage.model)
+    _check_memory(param_count(src_stage.model) + param_count(dst_stage.model))
     report = progress or (lambda label, done, total: None)
-    report("load", 0, 3)
+    report("grow", 0, 3)
     weights = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
     saved_opt = torch.load(src / "optimizer.pt", map_location="cpu", weights_only=False)
     build = copy.deepcopy(dst_stage)
@@ -78,13 +81,26 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
                                 engine.optimizer, dst_stage.model, step=step, ramp_steps=ramp_steps,
                                 tokens_seen=int(meta.get("tokens_seen", 0)), from_stage=src_stage.name,
                                 to_stage=dst_stage.name)
-        report("write", 2, 3)
+        report("grow", 2, 3)
         new_meta = {**meta, "stage": dst_stage.name, "stage_config": config_to_dict(dst_stage),
                     "growth_history": [*history, grown.record],
                     "param_shapes": {n: list(p.shape) for n, p in engine.module.named_parameters()}}
         _write(src, out, engine.module, engine.optimizer, new_meta)
-    report("write", 3, 3)
+    report("grow", 3, 3)
     return grown.record
+
+
+def _check_memory(params: int) -> None:
+    """Refuse early (instead of being killed) when fp32 weights + Adam moments of both models cannot fit."""
+    need = params * 4 * 3
+    try:
+        lines = Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
+        available = int(next(line.split()[1] for line in lines if line.startswith("MemAvailable"))) * 1024
+    except (OSError, StopIteration, ValueError):
+        return
+    if need > available:
+        raise GrowthError(f"growing needs about {need / 2**30:.1f} GiB (fp32 weights and Adam moments of both "
+                          f"shapes) but {available / 2**30:.1f} GiB is available; use --dry-run to see the plan")
 
 
 def _write(src: Path, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
