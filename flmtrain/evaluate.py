@@ -11,6 +11,7 @@ from typing import Any
 from flmconfig import load_config
 from flmtrain.checkpoint import load_checkpoint, read_meta
 from flmtrain.config import StageConfig
+from flmtrain.growth import resume_ramp
 from flmtrain.mixture_config import MixtureConfig
 from flmtrain.runtime import all_reduce_sum, data_parallel, distributed, mixture_from_record, open_mixture
 
@@ -68,6 +69,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
         stage.model.seq_len = mixture.seq_len
         engine = make_engine(stage, stage.model.vocab_size, train=False)
         load_checkpoint(path, model=engine.module)
+        resume_ramp(engine.module, meta.get("growth_history", []), int(meta["step"]))  # masks of a recent growth
         loss, tokens = validation_loss(engine, mixture, micro_batch or stage.train.micro_batch, max_batches)
     return EvalResult(checkpoint=str(path), step=int(meta["step"]), val_loss=loss, tokens=tokens,
                       seconds=time.perf_counter() - start)
