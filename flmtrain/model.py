@@ -39,6 +39,7 @@ from megatron.core.utils import init_method_normal, scaled_init_method_normal
 from flmtrain.attention import FLMCoreAttention
 from flmtrain.config import ModelConfig
 from flmtrain.mup import width_mult
+from flmtrain.parallel import seed_everything
 from flmtrain.plan import padded_vocab
 
 
@@ -170,8 +171,6 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     if vocab_size is not None:
         cfg = replace(cfg, vocab_size=vocab_size)
     if seed is not None:
-        from flmtrain.parallel import seed_everything
-
         seed_everything(seed)
     config = transformer_config(cfg, tp=tp, pp=pp, params_dtype=params_dtype,
                                 sequence_parallel=sequence_parallel and tp > 1)
