@@ -48,20 +48,13 @@ MODEL_PARAMS: dict[str, tuple[str, ...]] = {
 FINAL_NORM = "decoder.final_layernorm."
 
 
-def qkv_rows(dims: Dims) -> int:
-    return (dims.heads + 2 * dims.kv_heads) * dims.head_dim
-
-
-def fc1_rows(dims: Dims) -> int:
-    return 2 * dims.ffn if dims.gated else dims.ffn
-
-
-def param_shapes(cfg: ModelConfig, padded_vocab: int | None = None) -> dict[str, tuple[int, ...]]:
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape in build_model(cfg) on one rank, without allocating anything."""
     dims = Dims.of(cfg)
-    vocab = padded_vocab or cfg.padded_vocab_size
-    size = {"hidden": dims.hidden, "qkv": qkv_rows(dims), "context": dims.heads * dims.head_dim,
-            "fc1": fc1_rows(dims), "ffn": dims.ffn, "vocab": vocab}
+    vocab = cfg.padded_vocab_size
+    size = {"hidden": dims.hidden, "qkv": (dims.heads + 2 * dims.kv_heads) * dims.head_dim,
+            "context": dims.heads * dims.head_dim, "fc1": 2 * dims.ffn if dims.gated else dims.ffn,
+            "ffn": dims.ffn, "vocab": vocab}
 
     def wanted(name: str) -> bool:
         return (cfg.bias or not re.search(r"linear_\w+\.bias$", name)) and (
