@@ -18,7 +18,7 @@ from flmconfig import find_config, load_config
 from flmtrain.config import GrowthStepConfig, StageConfig
 from flmtrain.growth.grow import Grown, grow_model_and_optimizer
 from flmtrain.growth.ramp import stage_start_step
-from flmtrain.growth.spec import GrowthError
+from flmtrain.growth.spec import GrowthError, check_growth
 from flmtrain.schedule import LRSchedule
 
 
@@ -35,6 +35,18 @@ def fitted_target(entry: GrowthStepConfig, stage: StageConfig) -> StageConfig:
     target.model.seq_len = stage.model.seq_len
     target.train.steps = stage.train.steps
     return target
+
+
+def check_schedule(stage: StageConfig) -> None:
+    """Fail before training when a scheduled growth (or one its target schedules) is impossible."""
+    seen = {stage.name}
+    while stage.growth:
+        target = fitted_target(stage.growth[0], stage)
+        check_growth(stage.model, target.model)
+        if target.name in seen:
+            raise GrowthError(f"growth schedule loops back to stage {target.name!r}")
+        seen.add(target.name)
+        stage = target
 
 
 def resume_stage(stage: StageConfig, meta: dict[str, Any]) -> StageConfig:
