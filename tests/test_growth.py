@@ -30,7 +30,7 @@ from flmtrain.growth import (
 )
 from flmtrain.growth.layout import param_shapes
 from flmtrain.growth.plan import plan_growth
-from flmtrain.growth.training import due_growth, grow_engine, resume_stage, stage_schedule
+from flmtrain.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 from flmtrain.model import build_model
 from flmtrain.mup import param_groups
 from flmtrain.parallel import destroy_parallel, init_parallel
@@ -359,3 +359,11 @@ def test_scheduled_growth_in_a_training_loop() -> None:
     meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": history}
     tiny = load_config(StageConfig, find_config("tiny", "stages"))
     assert resume_stage(tiny, meta).model.hidden == 128 and resume_stage(tiny, {"stage": "tiny"}) is tiny
+
+
+def test_impossible_scheduled_growth_fails_before_training() -> None:
+    ok = load_config(StageConfig, find_config("tiny", "stages"), ["growth=[{at_tokens: 100, to: tiny-grown}]"])
+    check_schedule(ok)
+    bad = load_config(StageConfig, find_config("tiny", "stages"), ["growth=[{at_tokens: 100, to: 16b}]"])
+    with pytest.raises(GrowthError, match="head size differs"):
+        check_schedule(bad)
