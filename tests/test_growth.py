@@ -367,3 +367,45 @@ def test_impossible_scheduled_growth_fails_before_training() -> None:
     bad = load_config(StageConfig, find_config("tiny", "stages"), ["growth=[{at_tokens: 100, to: 16b}]"])
     with pytest.raises(GrowthError, match="head size differs"):
         check_schedule(bad)
+
+
+@pytest.fixture(scope="module")
+def counting_mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Token shards of counting sequences (next token = token + 1 mod 64, EOS 64) and a mixture over them."""
+    from pipelines.token_shards import Manifest, documents_to_batch, write_shard
+
+    root = tmp_path_factory.mktemp("counting")
+    rng = np.random.default_rng(0)
+    docs = [np.append((rng.integers(0, 64) + np.arange(rng.integers(20, 200))) % 64, 64).astype(np.uint32)
+            for _ in range(300)]
+    batch = documents_to_batch(docs, [str(i) for i in range(len(docs))], ["count"] * len(docs), [""] * len(docs))
+    info = write_shard(root / "part-00000.arrow", [batch])
+    Manifest(tokenizer_hash="counting-v1", vocab_size=65, eos_id=64, shards=[info]).save(root)
+    mixture = root / "mixture.yaml"
+    mixture.write_text(json.dumps({"seq_len": 32, "seed": 1, "valid_fraction": 0.05, "cache_dir": str(root / "cache"),
+                                   "sources": [{"name": "count", "path": str(root)}]}), encoding="utf-8")
+    return mixture
+
+
+SMALL_BATCH = ["--set", "train.global_batch=4", "--set", "train.micro_batch=2", "--set", "train.eval_every=0",
+               "--set", "train.save_every=0", "--set", "optim.warmup_steps=2", "--set", "optim.decay_steps=20"]
+
+
+def test_flm_train_grow_eval_round_trip(counting_mixture: Path, tmp_path: Path) -> None:
+    """`flm train` -> `flm grow` -> `flm eval`: the grown checkpoint has the source's validation loss."""
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--stage", "tiny", "--mixture", str(counting_mixture), "--run-dir",
+                                  str(tmp_path / "run"), "--steps", "6", *SMALL_BATCH, "--json"])
+    assert trained.exit_code == 0, trained.output
+    source = json.loads(trained.stdout)["checkpoint"]
+    grown = tmp_path / "grown"
+    result = runner.invoke(app, ["grow", "--checkpoint", source, "--to", "tiny-grown", "--out", str(grown),
+                                 "--ramp-steps", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    losses = []
+    for path in (source, str(grown)):
+        evaluated = runner.invoke(app, ["eval", "--checkpoint", path, "--batches", "4", "--micro-batch", "2",
+                                        "--json"])
+        assert evaluated.exit_code == 0, evaluated.output
+        losses.append(json.loads(evaluated.stdout)["val_loss"])
+    assert abs(losses[0] - losses[1]) < 1e-5 and losses[0] < math.log(65)
