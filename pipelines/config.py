@@ -19,7 +19,7 @@ SOURCES = ("pile", "wudao")
 class ReaderConfig:
     patterns: list[str] = field(default_factory=lambda: ["*.jsonl.zst"])
     """Glob patterns relative to RAW/<source>/ ("**/*.jsonl.zst" to include subfolders)."""
-    exclude: list[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp", "manifest.json", "stats.json"])
+    exclude: list[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp"])
     """File names never read (partial downloads, bookkeeping files beside the shards)."""
     limit: int = -1
     """Documents per task at most (-1: all); for quick trials."""
@@ -170,6 +170,8 @@ class ProfileConfig:
 @dataclass
 class QualityConfig:
     enabled: bool = True
+    word_tokenizer: Literal["fast", "spacy"] = "fast"
+    """Word splitting of the Gopher and C4 filters: fast (words.py, about 4x faster) or datatrove's spaCy."""
     default_profile: str = "prose"
     routes: dict[str, str] = field(default_factory=dict)
     """Subset name -> profile name; subsets not listed take `default_profile`."""
@@ -228,7 +230,7 @@ class SlurmConfig:
     mem_per_cpu_gb: int = 2
     qos: str = "normal"
     venv_path: str = ""
-    """Virtualenv activated on the nodes; empty: the one running `flm`."""
+    """Activate script sourced on the nodes (`.../bin/activate`); empty: that of the venv running `flm`."""
     job_name: str = "flm-prepare"
     sbatch_args: dict[str, str] = field(default_factory=dict)
 
@@ -252,6 +254,8 @@ class ExecutorConfig:
     def validate(self) -> None:
         if self.tasks < 0 or self.workers < 0:
             raise ValueError("executor.tasks and executor.workers must be >= 0 (0 means automatic)")
+        if self.kind == "slurm" and not self.slurm.partition:
+            raise ValueError("the slurm executor needs a partition: --set executor.slurm.partition=NAME")
 
 
 @dataclass

@@ -8,6 +8,7 @@ configs once; the tests check what came out.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -20,10 +21,14 @@ from cli.main import app
 from flmconfig import find_config, load_config
 from pipelines.config import NormalizeConfig, PipelineConfig
 from pipelines.prepare import PrepareResult, prepare
+from pipelines.prepare.assembly import build_stages
+from pipelines.prepare.executors import run_stages
 from pipelines.prepare.langid import LanguageId
 from pipelines.prepare.normalize import normalize_text
+from pipelines.prepare.plan import make_plan
 from pipelines.prepare.quality import QualityFilters
 from pipelines.prepare.schema import make_document
+from pipelines.prepare.words import FastWordTokenizer
 
 OVERRIDES = ["executor.workers=1", "writer.docs_per_shard=16", "writer.keep_intermediate=true"]
 
@@ -279,7 +284,7 @@ class Corpus:
         (folder / "part-0000.jsonl.zst").write_bytes(zst([orjson.dumps(r) for r in shards[0]]))
         (folder / "part-0001.json").write_text(json.dumps(shards[1], ensure_ascii=False), encoding="utf-8")
         (folder / "part-0002.json").write_text('[{"id": 1, "dataType": "新闻", "content": "半个', encoding="utf-8")
-        (folder / "manifest.json").write_text("{}", encoding="utf-8")  # bookkeeping, not input
+        (folder / "conversion.json").write_text("{}", encoding="utf-8")  # the downloader's report, not input
 
 
 def configs(*overrides: str) -> list[PipelineConfig]:
@@ -427,7 +432,48 @@ def test_normalize_keeps_indentation_and_cjk_punctuation() -> None:
     assert normalize_text(raw, NormalizeConfig()) == "Café\nline one\n\n    indented code\n  中文，标点。"
 
 
+def test_fast_word_tokenizer_splits_like_spacy() -> None:
+    """The tokens datatrove's spaCy tokenizer gives for this line (checked once against spaCy 3.8)."""
+    text = "I don't know; it's R. Smith's /etc/apt/x.list x=y 1.2-3 wait!!! \"cannot\" e.g. (yes)... See https://x.org/a."
+    assert FastWordTokenizer().word_tokenize(text) == [
+        "I", "do", "n't", "know", ";", "it", "'s", "R.", "Smith", "'s", "/etc", "/", "apt", "/", "x.list", "x", "=",
+        "y", "1.2", "-", "3", "wait", "!", "!", "!", '"', "can", "not", '"', "e.g.", "(", "yes", ")", "...", "See",
+        "https://x.org/a", "."]
+    assert FastWordTokenizer().sent_tokenize('One here. Two "quoted." Three? Four') == [
+        "One here.", 'Two "quoted."', "Three?", "Four"]
+
+
 def test_missing_input_folder_is_a_clear_error(tmp_path: Path) -> None:
     cli = CliRunner().invoke(app, ["data", "prepare", "--source", "wudao", "--input", str(tmp_path),
                                    "--out", str(tmp_path / "clean")])
     assert cli.exit_code == 1 and "no input folder for wudao" in " ".join(cli.output.split())
+
+
+def test_slurm_submits_the_stage_chain_with_dependencies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake `sbatch` records what datatrove's SlurmPipelineExecutor submits for our stages."""
+    raw = tmp_path / "raw" / "wudao"
+    raw.mkdir(parents=True)
+    (raw / "part-0000.json").write_text(json.dumps([wudao_record(ZH_NEWS, "n")], ensure_ascii=False), "utf-8")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(f"""#!/bin/sh
+n=$(( $(cat {tmp_path}/counter 2>/dev/null || echo 100) + 1 ))
+echo $n > {tmp_path}/counter
+echo "$n $*" >> {tmp_path}/calls
+echo "Submitted batch job $n"
+""")
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cfg = load_config(PipelineConfig, find_config("wudao", "pipelines"),
+                      ["executor.kind=slurm", "executor.slurm.partition=cpu"])
+    stages = build_stages(cfg, make_plan(cfg, tmp_path / "raw", tmp_path / "clean"))
+    ids = run_stages(stages, cfg.executor, "flm-test")
+    assert len(ids) == len(stages) == 6
+    jobs = {line.split()[0]: line for line in (tmp_path / "calls").read_text().splitlines() if "--export" in line}
+    assert list(jobs) == ids
+    for previous, job in zip(ids, ids[1:], strict=False):
+        assert f"--dependency=afterok:{previous}" in jobs[job]
+    script = (Path(stages[0].logging_dir) / "launch_script.slurm").read_text()
+    assert "#SBATCH --partition=cpu" in script and "#SBATCH --array=0-0" in script
+

@@ -28,11 +28,10 @@ def make_executor(stage: Stage, cfg: ExecutorConfig, job_name: str,
         from datatrove.executor import SlurmPipelineExecutor
 
         s = cfg.slurm
-        if not s.partition:
-            raise PrepareError("--executor slurm needs a partition: --set executor.slurm.partition=NAME")
         return SlurmPipelineExecutor(stage.pipeline, tasks=stage.tasks, time=s.time, partition=s.partition,
                                      cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos,
-                                     job_name=job_name, venv_path=s.venv_path or sys.prefix,
+                                     job_name=job_name,
+                                     venv_path=s.venv_path or str(Path(sys.prefix) / "bin" / "activate"),
                                      sbatch_args=dict(s.sbatch_args) or None, logging_dir=stage.logging_dir,
                                      slurm_logs_folder=f"{stage.logging_dir}/slurm_logs", depends=depends)
     try:

@@ -18,21 +18,23 @@ from pipelines.config import ProfileConfig, QualityConfig
 from pipelines.prepare.accounting import record_drop
 from pipelines.prepare.filters import BoilerplateFilter, CharRepetitionFilter, ChineseQualityFilter, CodeQualityFilter
 from pipelines.prepare.routing import Router
+from pipelines.prepare.words import FastWordTokenizer
 
 ENGLISH = "en"
-"""Word tokenizer language of datatrove's word-based filters (only English subsets use them)."""
+"""Language of datatrove's word-based filters (only English subsets use them)."""
 
 
-def build_chain(profile: ProfileConfig) -> list[tuple[str, BaseFilter]]:
+def build_chain(profile: ProfileConfig, word_tokenizer: str = "fast") -> list[tuple[str, BaseFilter]]:
     """(name, filter) for each filter the profile turns on, in the config's order (cheapest first)."""
+    words = FastWordTokenizer(ENGLISH) if word_tokenizer == "fast" else ENGLISH
     factories = {
         "boilerplate": BoilerplateFilter,
         "code": CodeQualityFilter,
         "chinese": ChineseQualityFilter,
         "char_repetition": CharRepetitionFilter,
-        "gopher_repetition": lambda c: GopherRepetitionFilter(**asdict(c), language=ENGLISH),
-        "gopher_quality": lambda c: GopherQualityFilter(**asdict(c), language=ENGLISH),
-        "c4": lambda c: C4QualityFilter(**asdict(c), language=ENGLISH),
+        "gopher_repetition": lambda c: GopherRepetitionFilter(**asdict(c), language=words),
+        "gopher_quality": lambda c: GopherQualityFilter(**asdict(c), language=words),
+        "c4": lambda c: C4QualityFilter(**asdict(c), language=words),
     }
     chain = []
     for f in fields(profile):
@@ -49,7 +51,7 @@ class QualityFilters(PipelineStep):
     def __init__(self, cfg: QualityConfig) -> None:
         super().__init__()
         self.router = Router(cfg)
-        self.chains = {name: build_chain(profile) for name, profile in cfg.profiles.items()}
+        self.chains = {name: build_chain(profile, cfg.word_tokenizer) for name, profile in cfg.profiles.items()}
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data:

@@ -1,0 +1,121 @@
+"""`flm data prepare` throughput per worker on the bundled sample, next to datatrove's Gopher filters, same run.
+
+Runs the default pipeline of each source (configs/pipelines/{pile,wudao}.yaml: read, normalize,
+language id, per-subset quality profiles, exact + MinHash dedup, 16384-doc shards) with ONE worker
+on data/sample/raw through `pipelines.prepare.prepare`: what `flm data prepare --workers 1` runs,
+child process and datatrove executors included. The same call on the finished output (every task
+skipped) measures the fixed start-up, reported beside the throughput with and without it.
+
+Baseline, timed in the same run: datatrove's GopherRepetitionFilter + GopherQualityFilter with
+their defaults, in process, over the Pile sample's text (the DESIGN.md anchor: about 0.25 MB/s per
+core for these two filters). MB are UTF-8 text bytes read. Prints ONE JSON line.
+
+    python bench/prepare_throughput.py [--raw data/sample/raw] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zstandard
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flmconfig import find_config, load_config  # noqa: E402
+from pipelines.config import PipelineConfig  # noqa: E402
+from pipelines.prepare import prepare  # noqa: E402
+
+SOURCES = ("pile", "wudao")
+
+
+def run_source(source: str, raw: Path, out: Path) -> dict:
+    cfg = load_config(PipelineConfig, find_config(source, "pipelines"), ["executor.workers=1"])
+    start = time.perf_counter()
+    result = prepare([cfg], raw, out)
+    wall = time.perf_counter() - start
+    start = time.perf_counter()
+    prepare([cfg], raw, out)  # everything completed: start-up, planning and summary only
+    startup = time.perf_counter() - start
+    t = result.sources[source].totals
+    mb = t.bytes_in / 1e6
+    return {"docs_in": t.docs_in, "docs_kept": t.docs_kept, "mb_in": round(mb, 3),
+            "mb_kept": round(t.bytes_kept / 1e6, 3), "tasks": result.sources[source].tasks,
+            "wall_s": round(wall, 2), "startup_s": round(startup, 2),
+            "docs_per_s": round(t.docs_in / wall, 1), "mb_per_s": round(mb / wall, 4),
+            "steady_docs_per_s": round(t.docs_in / (wall - startup), 1),
+            "steady_mb_per_s": round(mb / (wall - startup), 4)}
+
+
+def gopher_baseline(raw: Path) -> dict:
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    texts = []
+    for path in sorted((raw / "pile").glob("*.jsonl.zst")):
+        with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as reader:
+            texts += [json.loads(line)["text"] for line in reader.read().decode("utf-8").splitlines()]
+    load_word_tokenizer("en").word_tokenize("warm up spaCy before timing")
+    repetition, quality = GopherRepetitionFilter(), GopherQualityFilter()
+    start = time.perf_counter()
+    kept = 0
+    for i, text in enumerate(texts):
+        doc = Document(text=text, id=str(i))
+        kept += repetition.filter(doc) is True and quality.filter(doc) is True
+    seconds = time.perf_counter() - start
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    return {"docs": len(texts), "kept": kept, "mb": round(mb, 3), "seconds": round(seconds, 2),
+            "docs_per_s": round(len(texts) / seconds, 1), "mb_per_s": round(mb / seconds, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--raw", type=Path, default=Path("data/sample/raw"))
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append({s: run_source(s, args.raw, Path(tmp) / "clean") for s in SOURCES})
+    best = {s: min((r[s] for r in runs), key=lambda x: x["wall_s"]) for s in SOURCES}
+    baseline = min((gopher_baseline(args.raw) for _ in range(args.repeats)), key=lambda x: x["seconds"])
+    docs = sum(b["docs_in"] for b in best.values())
+    mb = sum(b["mb_in"] for b in best.values())
+    wall = sum(b["wall_s"] for b in best.values())
+    steady = wall - sum(b["startup_s"] for b in best.values())
+    out = {
+        "bench": "prepare_throughput",
+        "metric": "documents/s and MB/s (UTF-8 text read) per worker, default pipeline, bundled sample",
+        "workers": 1,
+        "docs_per_s_per_worker": round(docs / wall, 1),
+        "mb_per_s_per_worker": round(mb / wall, 4),
+        "steady_docs_per_s_per_worker": round(docs / steady, 1),
+        "steady_mb_per_s_per_worker": round(mb / steady, 4),
+        "baseline": "datatrove GopherRepetitionFilter + GopherQualityFilter (defaults), in process, Pile sample",
+        "baseline_mb_per_s": baseline["mb_per_s"],
+        "baseline_docs_per_s": baseline["docs_per_s"],
+        "ratio_steady_mb_per_s_to_baseline": round((mb / steady) / baseline["mb_per_s"], 3),
+        "sources": best,
+        "baseline_detail": baseline,
+        "docs_in": docs,
+        "mb_in": round(mb, 3),
+        "repeats": args.repeats,
+        "python": platform.python_version(),
+        "cpu": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+    }
+    print(json.dumps(out, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
