@@ -175,6 +175,8 @@ class MegatronEngine:
             bf16=precision == "bf16", fp16=precision == "fp16", params_dtype=dtype,
             use_distributed_optimizer=stage.parallel.distributed_optimizer)
         self.optimizer = get_megatron_optimizer(opt_config, [self.model], config_overrides=self._overrides(opt_config))
+        for group in self.optimizer.param_groups:  # megatron's own scheduler would apply wd_mult; ours is LR-only
+            group["weight_decay"] = optim.weight_decay * group.get("wd_mult", 1.0)
         config.no_sync_func = self.model.no_sync
         config.finalize_model_grads_func = finalize_model_grads
         config.grad_scale_func = self.optimizer.scale_loss

@@ -74,6 +74,9 @@ class TrainResult:
     resumed_from: str | None
     seconds: float
     params: int
+    save_seconds: list[float]
+    """Wall time of each checkpoint save of this run."""
+    load_seconds: float | None
 
 
 def micro_batches_per_step(stage: StageConfig, dp_size: int) -> int:
@@ -141,12 +144,16 @@ class Trainer:
         self.growth_history: list[dict[str, Any]] = []
         self.rng: dict[str, Any] | None = None
         self.data_state: dict[str, Any] | None = None
+        self.save_seconds: list[float] = []
+        self.load_seconds: float | None = None
         self.resumed_from = resolve_resume(self.run_dir, self.resume)
         if self.resumed_from is not None:
             self._load(self.resumed_from)
 
     def _load(self, path: Path) -> None:
+        started = time.perf_counter()
         loaded = load_checkpoint(path, model=self.engine.module, optimizer=self.engine.optimizer)
+        self.load_seconds = time.perf_counter() - started
         meta, state = loaded["meta"], loaded["state"]
         if meta.get("tokenizer_hash") not in (None, self.mixture.tokenizer_hash):
             raise ValueError(f"{path}: trained on tokenizer {meta['tokenizer_hash'][:12]}, but the mixture's "
@@ -169,9 +176,13 @@ class Trainer:
                 "world": {"tp": self.stage.parallel.tp, "pp": self.stage.parallel.pp, "dp": self.dp_size},
                 "param_shapes": {n: list(p.shape) for n, p in self.engine.module.named_parameters()},
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        return save_checkpoint(checkpoints_root(self.run_dir), self.step, model=self.engine.module,
+        started = time.perf_counter()
+        path = save_checkpoint(checkpoints_root(self.run_dir), self.step, model=self.engine.module,
                                optimizer=self.engine.optimizer, fmt=self.engine.checkpoint_format,
                                state=state, meta=meta, keep_last=self.stage.train.keep_last)
+        self.save_seconds.append(time.perf_counter() - started)
+        log.info("saved %s in %.1fs", path, self.save_seconds[-1])
+        return path
 
     @property
     def device_name(self) -> str:
@@ -189,7 +200,8 @@ class Trainer:
         n_params = sum(p.numel() for p in self.engine.module.parameters())
         result = dict(run_dir=str(self.run_dir), stage=self.stage.name, device=self.device_name,
                       start_step=start_step, target_steps=self.target,
-                      resumed_from=str(self.resumed_from) if self.resumed_from else None, params=n_params)
+                      resumed_from=str(self.resumed_from) if self.resumed_from else None, params=n_params,
+                      save_seconds=self.save_seconds, load_seconds=self.load_seconds)
         if self.step >= self.target:
             return TrainResult(**result, step=self.step, status="already-done", loss=None, val_loss=None,
                                skipped_steps=self.skipped,
