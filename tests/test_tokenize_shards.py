@@ -11,7 +11,9 @@ from bilingual_text import documents, pile_record, write_clean, wudao_record
 from typer.testing import CliRunner
 
 import pipelines.token_shards as token_shards
+import pipelines.tokenize as tokenize_mod
 from cli.main import app
+from pipelines.clean_text import CleanTextError
 from pipelines.token_inspect import inspect_tokens
 from pipelines.token_shards import Manifest, TokenShardError, TokenShards
 from pipelines.tokenize import tokenize_corpus, train_from_clean
@@ -55,7 +57,8 @@ def tok_dir(corpus: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory)
 
 def _run(corpus: Path, out: Path, tok: Path, **kw) -> object:
     kw.setdefault("workers", 1)
-    return tokenize_corpus(corpus, out, tok, shard_input_bytes=5_000, batch_docs=16, command="test", **kw)
+    # files of 40 documents, ~15 kB: shards of 2 files (3 in pile, 2 in wudao), 3 batches of 16 per file
+    return tokenize_corpus(corpus, out, tok, shard_input_bytes=40_000, batch_docs=16, command="test", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -109,37 +112,45 @@ def test_bad_documents_are_counted_and_skipped(tokens: Path) -> None:
 
 def test_interrupted_run_resumes_to_identical_shards(corpus: tuple[Path, dict], tok_dir: Path, tokens: Path,
                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the 2nd batch of pile's 4th file: shard 0 (files 0-1) and file 2 are done, file 3 is not."""
     out = tmp_path / "tokens"
-    calls = {"n": 0}
+    calls = {"write": 0, "encode": 0}
     real_write = token_shards.TokenShardWriter.write_batch
+    real_encode = tokenize_mod.tokenize_file
 
-    def crash_on_the_ninth_batch(self, batch):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 9:
+    def write_then_crash(self, batch):  # type: ignore[no-untyped-def]
+        calls["write"] += 1  # 3 batches per file, and 6 more to concatenate shard 0
+        if calls["write"] == 17:
             raise KeyboardInterrupt("simulated Ctrl-C")
         real_write(self, batch)
 
-    monkeypatch.setattr(token_shards.TokenShardWriter, "write_batch", crash_on_the_ninth_batch)
+    def counted_encode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["encode"] += 1
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(token_shards.TokenShardWriter, "write_batch", write_then_crash)
     with pytest.raises(KeyboardInterrupt):
         _run(corpus[0], out, tok_dir)
-    monkeypatch.undo()
-    pile_done = len(json.loads((out / "pile" / ".progress.json").read_text())["shards"])
-    assert 0 < pile_done < len(list((tokens / "pile").glob("*.arrow")))
-    assert not (out / "pile" / "manifest.json").exists()
-    wudao = out / "wudao" / ".progress.json"
-    finished = pile_done + (len(json.loads(wudao.read_text())["shards"]) if wudao.exists() else 0)
-    (out / "pile" / f"part-{pile_done:05d}.arrow.tmp").write_bytes(b"half a shard, as after kill -9")
-    (out / "pile" / f"part-{pile_done + 1:05d}.arrow").write_bytes(b"unrecorded shard")
+    monkeypatch.setattr(token_shards.TokenShardWriter, "write_batch", real_write)
+    progress = json.loads((out / "pile" / ".progress.json").read_text())
+    assert list(progress["shards"]) == ["part-00000.arrow"] and list(progress["pieces"]) == ["part-00001.0000.arrow"]
+    assert not (out / "pile" / "manifest.json").exists() and not list((out / "wudao").rglob("*.arrow"))
+    (out / "pile" / "part-00001.arrow.tmp").write_bytes(b"half a shard, as after kill -9")
+    (out / "pile" / "part-00002.arrow").write_bytes(b"a shard the bookkeeping never recorded")
+    (out / "pile" / ".pieces" / "part-00001.0001.arrow").write_bytes(b"an unrecorded piece")
 
+    monkeypatch.setattr(tokenize_mod, "tokenize_file", counted_encode)
     result = _run(corpus[0], out, tok_dir)
-    assert result.shards_skipped == finished and result.shards_written > 0
+    assert calls["encode"] == 10 - 3  # pile's files 0-2 are not encoded again
+    assert result.shards_skipped == 1 and result.shards_written == 4
     assert _shard_bytes(out) == _shard_bytes(tokens)
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".progress.json"))
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".progress.json")) and not list(out.rglob(".pieces"))
     for source in ("pile", "wudao"):
         assert Manifest.load(out / source).shards == Manifest.load(tokens / source).shards
+        assert Manifest.load(out / source).extra["skipped"] == Manifest.load(tokens / source).extra["skipped"]
 
     again = _run(corpus[0], out, tok_dir)
-    assert again.shards_written == 0 and again.shards_skipped == result.shards_skipped + result.shards_written
+    assert calls["encode"] == 7 and again.shards_written == 0 and again.shards_skipped == 5
     assert _shard_bytes(out) == _shard_bytes(tokens)
 
 
@@ -182,7 +193,7 @@ def test_truncated_input_names_the_file(tmp_path: Path, tok_dir: Path) -> None:
     clean = tmp_path / "clean"
     path = write_clean(clean, "pile", [pile_record(t, i) for i, t in enumerate(documents(50))], per_file=50)[0]
     path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(TokenShardError, match=r"00000\.jsonl\.zst: cannot decompress"):
+    with pytest.raises(CleanTextError, match=r"00000\.jsonl\.zst: cannot decompress"):
         _run(clean, tmp_path / "out", tok_dir)
 
 
