@@ -25,6 +25,7 @@ from flmconfig import config_to_dict
 from flmtrain.checkpoint import (
     checkpoints_root,
     load_checkpoint,
+    read_meta,
     resolve_resume,
     save_checkpoint,
     set_rng_state,
@@ -32,6 +33,8 @@ from flmtrain.checkpoint import (
 from flmtrain.config import StageConfig
 from flmtrain.engine import make_engine
 from flmtrain.evaluate import validation_loss
+from flmtrain.growth.ramp import resume_ramp
+from flmtrain.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 from flmtrain.metrics import MetricsLogger, peak_tflops
 from flmtrain.mixture_config import MixtureConfig
 from flmtrain.runtime import (
@@ -44,7 +47,6 @@ from flmtrain.runtime import (
     rank,
     world_size,
 )
-from flmtrain.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class TrainResult:
     save_seconds: list[float]
     """Wall time of each checkpoint save of this run."""
     load_seconds: float | None
+    growth_history: list[dict[str, Any]]
+    """Growths of the model so far (from, to, step, tokens seen), this run's in-place ones included."""
 
 
 def micro_batches_per_step(stage: StageConfig, dp_size: int) -> int:
@@ -134,21 +138,31 @@ class Trainer:
         self.mixture = open_mixture(self.mixture_cfg, self.stage_cfg.model.seq_len)
         self.stage = fit_stage(self.stage_cfg, self.mixture)
         self.stage.train.steps = self.target
+        check_schedule(self.stage)  # an impossible scheduled growth fails now, not hours into the run
         self.dp_rank, self.dp_size = data_parallel()
-        self.num_micro = micro_batches_per_step(self.stage, self.dp_size)
-        self.engine = make_engine(self.stage, self.stage.model.vocab_size)
-        self.schedule = LRSchedule.from_config(self.stage.optim, self.target)
-        self.step = 0
-        self.consumed = 0
-        self.skipped = 0
+        self.step = self.consumed = self.skipped = 0
         self.growth_history: list[dict[str, Any]] = []
+        self.ramp: Any = None
         self.rng: dict[str, Any] | None = None
         self.data_state: dict[str, Any] | None = None
         self.save_seconds: list[float] = []
         self.load_seconds: float | None = None
         self.resumed_from = resolve_resume(self.run_dir, self.resume)
+        if self.resumed_from is not None:  # a run that grew resumes in the stage it grew into
+            self.stage = resume_stage(self.stage, read_meta(self.resumed_from))
+            self.stage.train.steps = self.target
+        self.engine = make_engine(self.stage, self.stage.model.vocab_size)
         if self.resumed_from is not None:
             self._load(self.resumed_from)
+            self.ramp = resume_ramp(self.engine.module, self.growth_history, self.step)
+        self._stage_changed()
+
+    def _stage_changed(self) -> None:
+        """What follows from the current stage: batch split, LR schedule (restarted at its growth step)."""
+        self.num_micro = micro_batches_per_step(self.stage, self.dp_size)
+        self.schedule, self.schedule_offset = stage_schedule(self.stage, self.target, self.growth_history)
+        self.tokens_per_step = self.stage.train.global_batch * self.stage.model.seq_len
+        self.flops_per_token = _flops_per_token(self.stage)
 
     def _load(self, path: Path) -> None:
         started = time.perf_counter()
@@ -166,12 +180,39 @@ class Trainer:
         self.rng = loaded["rng"]
         log.info("resumed from %s at step %d (%d samples consumed)", path, self.step, self.consumed)
 
+    def _open_loader(self) -> None:
+        """The train loader at the current consumed-samples position (order is global: any micro-batch)."""
+        self.loader = self.mixture.train_loader(self.stage.train.micro_batch, dp_rank=self.dp_rank,
+                                                dp_size=self.dp_size)
+        state = self.data_state or {"seed": self.mixture_cfg.seed}
+        self.loader.load_state_dict({**state, "consumed_samples": self.consumed})  # checks the seed too
+        self.batches = iter(self.loader)
+
+    def _grow_if_due(self) -> None:
+        """Scheduled in-place growth (stage.growth at a token count): continue in the target stage."""
+        entry = due_growth(self.stage, self.tokens_seen)
+        if entry is None:
+            return
+        self.engine, self.stage, grown = grow_engine(self.engine, self.stage, entry, step=self.step,
+                                                     tokens_seen=self.tokens_seen, make_engine=make_engine)
+        self.stage.train.steps = self.target
+        self.growth_history = [*self.growth_history, grown.record]
+        self.ramp = grown.ramp
+        self._stage_changed()
+        self._open_loader()
+        log.info("grew into stage %s at step %d (%d tokens seen)", self.stage.name, self.step, self.tokens_seen)
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.consumed * self.stage.model.seq_len
+
     def _save(self) -> Path:
         state = {"step": self.step, "skipped_steps": self.skipped, "scheduler": self.schedule.state_dict(),
+                 "schedule_offset": self.schedule_offset,
                  "data": {**self.loader.state_dict(), "consumed_samples": self.consumed}}
         meta = {"stage": self.stage.name, "stage_config": config_to_dict(self.stage),
                 "mixture": mixture_record(self.mixture_cfg), "tokenizer_hash": self.mixture.tokenizer_hash,
-                "tokens_seen": self.consumed * self.stage.model.seq_len, "consumed_samples": self.consumed,
+                "tokens_seen": self.tokens_seen, "consumed_samples": self.consumed,
                 "growth_history": self.growth_history, "device": self.device_name,
                 "world": {"tp": self.stage.parallel.tp, "pp": self.stage.parallel.pp, "dp": self.dp_size},
                 "param_shapes": {n: list(p.shape) for n, p in self.engine.module.named_parameters()},
@@ -188,34 +229,31 @@ class Trainer:
     def device_name(self) -> str:
         return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
-    def _report(self, label: str, done: float, total: float | None) -> None:
-        if self.progress is not None and rank() == 0:
-            self.progress(label, done, total)
+    def _train_step(self) -> tuple[float, float, float, bool]:
+        """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied)."""
+        micro = [next(self.batches) for _ in range(self.num_micro)]
+        self.consumed += self.stage.train.global_batch
+        if self.ramp is not None:
+            self.ramp.update(self.step)  # growth masks for this step (folded away once they reach 1)
+        lr = self.schedule.apply(self.engine.param_groups, self.step - self.schedule_offset)
+        self.engine.zero_grad()
+        loss = all_reduce_sum([float(self.engine.forward_backward(micro))])[0] / world_size()
+        grad_norm = self.engine.grad_norm()
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.engine.step(grad_norm, self.stage.optim.clip_grad)
+        return lr, loss, grad_norm, finite
 
     def _run(self) -> TrainResult:  # noqa: C901 - the loop reads top to bottom on purpose
         started = time.perf_counter()
         self._setup()
-        cfg = self.stage.train
         start_step = self.step
-        n_params = sum(p.numel() for p in self.engine.module.parameters())
-        result = dict(run_dir=str(self.run_dir), stage=self.stage.name, device=self.device_name,
-                      start_step=start_step, target_steps=self.target,
-                      resumed_from=str(self.resumed_from) if self.resumed_from else None, params=n_params,
-                      save_seconds=self.save_seconds, load_seconds=self.load_seconds)
         if self.step >= self.target:
-            return TrainResult(**result, step=self.step, status="already-done", loss=None, val_loss=None,
-                               skipped_steps=self.skipped,
-                               tokens_seen=self.consumed * self.stage.model.seq_len,
-                               checkpoint=str(self.resumed_from) if self.resumed_from else None,
-                               seconds=time.perf_counter() - started)
-        self.loader = self.mixture.train_loader(cfg.micro_batch, dp_rank=self.dp_rank, dp_size=self.dp_size)
-        if self.data_state is not None:
-            self.loader.load_state_dict(self.data_state)  # also checks that the mixture's seed is the same
-        batches = iter(self.loader)
+            return self._result(started, start_step, "already-done", None, None,
+                                str(self.resumed_from) if self.resumed_from else None)
+        self._open_loader()
         metrics = MetricsLogger(self.run_dir, enabled=rank() == 0, resume_step=self.step)
-        tokens_per_step = cfg.global_batch * self.stage.model.seq_len
-        flops_per_token = _flops_per_token(self.stage)
-        peak = peak_tflops(cfg.peak_tflops)
+        peak = peak_tflops(self.stage.train.peak_tflops)
         loss = val_loss = None
         bad_in_a_row = 0
         status = "completed"
@@ -224,34 +262,28 @@ class Trainer:
         try:
             with _StopOnSignal() as stop:
                 while self.step < self.target:
+                    self._grow_if_due()
+                    cfg = self.stage.train
                     t0 = time.perf_counter()
-                    micro = [next(batches) for _ in range(self.num_micro)]
-                    self.consumed += cfg.global_batch
-                    lr = self.schedule.apply(self.engine.param_groups, self.step)
-                    self.engine.zero_grad()
-                    local_loss = float(self.engine.forward_backward(micro))
-                    loss = all_reduce_sum([local_loss])[0] / world_size()
-                    grad_norm = self.engine.grad_norm()
-                    finite = math.isfinite(loss) and math.isfinite(grad_norm)
+                    lr, loss, grad_norm, finite = self._train_step()
+                    self.step += 1
                     if finite:
-                        self.engine.step(grad_norm, self.stage.optim.clip_grad)
                         bad_in_a_row = 0
                     else:
                         self.skipped += 1
                         bad_in_a_row += 1
                         log.warning("step %d: non-finite loss %s or grad norm %s; step skipped (%d in a row)",
-                                    self.step + 1, loss, grad_norm, bad_in_a_row)
-                    self.step += 1
+                                    self.step, loss, grad_norm, bad_in_a_row)
                     if torch.cuda.is_available():
                         torch.cuda.synchronize()
                     seconds = time.perf_counter() - t0
-                    tokens_per_s = tokens_per_step / seconds
-                    tflops = flops_per_token * tokens_per_s / world_size() / 1e12
+                    tokens_per_s = self.tokens_per_step / seconds
+                    tflops = self.flops_per_token * tokens_per_s / world_size() / 1e12
                     record = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                               "tokens_per_s": tokens_per_s, "tflops_per_gpu": tflops,
                               "mfu": tflops / peak if peak else None, "step_time_s": seconds,
-                              "skipped": not finite, "skipped_total": self.skipped,
-                              "tokens_seen": self.consumed * self.stage.model.seq_len}
+                              "skipped": not finite, "skipped_total": self.skipped, "tokens_seen": self.tokens_seen,
+                              "stage": self.stage.name}
                     if bad_in_a_row >= cfg.max_bad_steps:
                         metrics.log(record)
                         checkpoint = self._save()
@@ -265,7 +297,8 @@ class Trainer:
                     metrics.log(record)
                     if self.on_step is not None and rank() == 0:
                         self.on_step(record)
-                    self._report("train", self.step, self.target)
+                    if self.progress is not None and rank() == 0:
+                        self.progress("train", self.step, self.target)
                     if cfg.log_every and self.step % cfg.log_every == 0:
                         log.info("step %d loss %.4f lr %.3g grad_norm %.3f %.0f tok/s", self.step, loss, lr,
                                  grad_norm, tokens_per_s)
@@ -278,10 +311,19 @@ class Trainer:
                 checkpoint = self._save()
         finally:
             metrics.close()
-        return TrainResult(**result, step=self.step, status=status, loss=loss, val_loss=val_loss,
-                           skipped_steps=self.skipped,
-                           tokens_seen=self.consumed * self.stage.model.seq_len, checkpoint=str(checkpoint),
-                           seconds=time.perf_counter() - started)
+        return self._result(started, start_step, status, loss, val_loss, str(checkpoint))
+
+    def _result(self, started: float, start_step: int, status: str, loss: float | None, val_loss: float | None,
+                checkpoint: str | None) -> TrainResult:
+        return TrainResult(
+            run_dir=str(self.run_dir), stage=self.stage.name, device=self.device_name, start_step=start_step,
+            step=self.step, target_steps=self.target, status=status, loss=loss, val_loss=val_loss,
+            skipped_steps=self.skipped, tokens_seen=self.tokens_seen, checkpoint=checkpoint,
+            resumed_from=str(self.resumed_from) if self.resumed_from else None,
+            seconds=time.perf_counter() - started, params=sum(p.numel() for p in self.engine.module.parameters()),
+            save_seconds=self.save_seconds, load_seconds=self.load_seconds,
+            growth_history=[{k: r[k] for k in ("from_stage", "to_stage", "step", "tokens_seen")}
+                            for r in self.growth_history])
 
 
 def _flops_per_token(stage: StageConfig) -> float:

@@ -202,3 +202,29 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "--mixture and --run-dir are required" in missing.output
     bad = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path)])
     assert bad.exit_code == 1 and "no meta.json" in bad.output
+
+
+def test_scheduled_growth_in_the_loop_and_resume_across_it(mixture: MixtureConfig, tmp_path: Path) -> None:
+    """stage.growth grows tiny into tiny-grown in place at a token count; the loss goes on smoothly, the
+    LR schedule restarts, and a run resumed from a checkpoint taken mid-ramp reproduces the straight run."""
+    tokens_per_step = 4 * 32
+    cfg = stage(*FAST, "train.save_every=5", f"growth=[{{at_tokens: {4 * tokens_per_step}, to: tiny-grown, "
+                "ramp_steps: 3}]")
+    straight = train_mod.train(cfg, mixture, tmp_path / "straight", steps=8)
+    records = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    assert [r["stage"] for r in records] == ["tiny"] * 4 + ["tiny-grown"] * 4
+    assert straight.growth_history == [{"from_stage": "tiny", "to_stage": "tiny-grown", "step": 4,
+                                        "tokens_seen": 4 * tokens_per_step}]
+    assert records[4]["lr"] < records[3]["lr"]  # warmup restarts with the new stage
+    assert abs(records[4]["loss"] - records[3]["loss"]) < 0.05 * records[3]["loss"]  # the function was preserved
+    meta = read_meta(Path(straight.checkpoint))
+    assert meta["stage"] == "tiny-grown" and meta["stage_config"]["model"]["hidden"] == 128
+
+    def stop_at_6(record: dict) -> None:  # mid-ramp (masks still below 1 until step 7)
+        if record["step"] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert train_mod.train(cfg, mixture, tmp_path / "resumed", steps=8, on_step=stop_at_6).step == 6
+    resumed = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=8)
+    assert resumed.start_step == 6 and resumed.stage == "tiny-grown"
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
