@@ -2,8 +2,9 @@
 
 datatrove and the libraries under it write to the console (loguru handlers re-added after every
 task, tqdm bars in the dedup stages); the child sends its stdout and stderr to a log file instead,
-so the console holds only the caller's progress. The child leads its own process group, so an
-interrupt stops it and every datatrove worker under it.
+so the console holds only the caller's progress. The child leads its own process group: an
+interrupt or SIGTERM of the caller stops the group (every datatrove worker under it), and a child
+whose caller died (kill -9) stops itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -28,9 +31,16 @@ Job = tuple[PipelineConfig, SourcePlan]
 POLL_S = 0.25
 
 
-def _child(jobs: list[Job], log_path: str, conn: Connection) -> None:
-    if hasattr(os, "setpgrp"):
-        os.setpgrp()
+def _watch_parent(parent: int) -> None:
+    """Stop this process group when the parent is gone (it cannot report progress or results any more)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _child(jobs: list[Job], log_path: str, conn: Connection, parent: int) -> None:
+    os.setpgrp()
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -97,12 +107,23 @@ def _stop(proc: multiprocessing.process.BaseProcess) -> None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError, AttributeError):
+    except (ProcessLookupError, PermissionError):
         proc.terminate()
     proc.join(10)
     if proc.is_alive():
         proc.kill()
         proc.join()
+
+
+def _raise_on_sigterm() -> signal.Handlers | None:
+    """While the child runs, SIGTERM unwinds like Ctrl-C so the child's group is stopped too."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def execute(jobs: list[Job], log_path: Path, progress: Progress | None = None) -> dict[str, list[str]]:
@@ -111,9 +132,10 @@ def execute(jobs: list[Job], log_path: Path, progress: Progress | None = None) -
     monitor = Monitor(jobs, progress) if progress else None
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(jobs, str(log_path), sender), name="flm-prepare")
+    proc = ctx.Process(target=_child, args=(jobs, str(log_path), sender, os.getpid()), name="flm-prepare")
     proc.start()
     sender.close()
+    on_term = _raise_on_sigterm()
     try:
         while proc.is_alive():
             if monitor:
@@ -124,6 +146,9 @@ def execute(jobs: list[Job], log_path: Path, progress: Progress | None = None) -
     except BaseException:
         _stop(proc)
         raise
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     message = receiver.recv() if receiver.poll() else None
     if message is None:
         raise PrepareError(f"the pipeline process ended without a result (exit code {proc.exitcode}); see {log_path}")
