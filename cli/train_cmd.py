@@ -111,7 +111,7 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory (runs/NAME/checkpoints/step-N).")],
     mixture: Annotated[Path | None, typer.Option(help="Mixture YAML (default: the checkpoint's).")] = None,
-    batches: Annotated[int | None, typer.Option(help="At most this many micro-batches per rank.")] = None,
+    batches: Annotated[int | None, typer.Option(help="Only the first N micro-batches of the split.")] = None,
     micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Sequences per micro-batch.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:

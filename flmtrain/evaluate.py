@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,16 @@ CHUNK = 64
 
 
 def validation_loss(engine: Any, mixture: Any, micro_batch: int, max_batches: int | None = None) -> tuple[float, int]:
-    """Mean token loss over (at most `max_batches` micro-batches per rank of) the held-out split.
+    """Mean token loss over the held-out split, or over its first `max_batches` micro-batches.
 
-    Returns (loss, tokens counted over all ranks). Every rank must call it (it all-reduces).
+    `max_batches` counts micro-batches over all data-parallel ranks (each evaluates its share of the
+    same leading samples), so the figure does not depend on the number of ranks. Returns (loss,
+    tokens counted). Every rank must call it (it all-reduces).
     """
     dp_rank, dp_size = data_parallel()
     batches = iter(mixture.valid_loader(micro_batch, dp_rank=dp_rank, dp_size=dp_size))
     if max_batches is not None:
-        batches = itertools.islice(batches, max_batches)
+        batches = itertools.islice(batches, max(1, math.ceil(max_batches / dp_size)))
     total = count = 0.0
     while chunk := list(itertools.islice(batches, CHUNK)):
         chunk_total, chunk_count = engine.eval_sums(chunk)

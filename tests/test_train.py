@@ -228,3 +228,27 @@ def test_scheduled_growth_in_the_loop_and_resume_across_it(mixture: MixtureConfi
     resumed = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=8)
     assert resumed.start_step == 6 and resumed.stage == "tiny-grown"
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+def test_two_rank_data_parallel_matches_one_rank(mixture_dict: dict, mixture: MixtureConfig, tmp_path: Path) -> None:
+    """torchrun with 2 CPU ranks (gloo, torch DDP, each rank its half of every global batch) trains the
+    same curve as one process, and the validation loss covers the same samples."""
+    import subprocess
+    import sys
+
+    mix_yaml = tmp_path / "mix.yaml"
+    mix_yaml.write_text(json.dumps(mixture_dict))
+    sets = [*FAST, "train.eval_every=3", "train.eval_batches=4"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cli.main",
+           "train", "--stage", "tiny", "--mixture", str(mix_yaml), "--run-dir", str(tmp_path / "dp2"), "--steps", "3",
+           "--json", *[a for kv in sets for a in ("--set", kv)]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == 3  # one JSON object, from rank 0 only
+    assert len(list((tmp_path / "dp2" / "checkpoints" / "step-3" / "rng").iterdir())) == 2
+    train_mod.train(stage(*sets), mixture, tmp_path / "dp1", steps=3)
+    two = read_metrics(tmp_path / "dp2" / "metrics.jsonl")
+    one = read_metrics(tmp_path / "dp1" / "metrics.jsonl")
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
+    assert two[-1]["val_loss"] == pytest.approx(one[-1]["val_loss"], rel=1e-5)
