@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,10 +11,14 @@ from rich.table import Table
 from cli.render import console, emit_json, err_console, fail, progress_bars
 from flmconfig import ConfigError, find_config, load_config
 
+if TYPE_CHECKING:
+    from pipelines.config import PipelineConfig
+    from pipelines.prepare import PrepareResult
+
 SOURCES = ("pile", "wudao")
 
 
-def _configs(source: str, config: str | None, overrides: list[str]) -> list:
+def _configs(source: str, config: str | None, overrides: list[str]) -> list[PipelineConfig]:
     from pipelines.config import PipelineConfig
 
     if source not in (*SOURCES, "all"):
@@ -42,7 +46,7 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
-def render_summary(result) -> None:  # type: ignore[no-untyped-def]
+def render_summary(result: PrepareResult) -> None:
     """Per source and subset: documents and MB in and kept; then drops by stage/reason."""
     table = Table(title=f"flm data prepare -> {result.out_dir}", title_justify="left")
     for column in ("source", "subset", "docs in", "kept", "kept %", "MB in", "MB kept", "dropped"):

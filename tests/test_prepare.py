@@ -399,6 +399,18 @@ def test_rerun_resumes_from_completions_via_cli(run) -> None:
     assert len(read_shards(clean / "pile")) == result.sources["pile"].totals.docs_kept
 
 
+def test_finished_run_drops_intermediates_and_a_later_rerun_starts_over(run, tmp_path: Path) -> None:
+    corpus, _, _ = run
+    cfg = load_config(PipelineConfig, find_config("wudao", "pipelines"), ["executor.workers=1"])
+    first = prepare([cfg], corpus.root, tmp_path)
+    work = tmp_path / ".datatrove" / "wudao"
+    assert not (work / "data").exists() and (work / "data.removed").exists()
+    (work / "stages" / "write" / "completions" / "00000").unlink()
+    again = prepare([cfg], corpus.root, tmp_path)  # the copies the write stage reads are gone: all stages rerun
+    assert again.sources["wudao"].to_dict() == first.sources["wudao"].to_dict()
+    assert len(read_shards(tmp_path / "wudao")) == first.sources["wudao"].totals.docs_kept
+
+
 def test_rerun_with_other_settings_is_refused(run) -> None:
     corpus, clean, _ = run
     cli = CliRunner().invoke(app, ["data", "prepare", "--source", "pile", "--input", str(corpus.root), "--out",

@@ -51,10 +51,10 @@ class Accounted(PipelineStep):
     type = "🧮 - ACCOUNT"
 
     def __init__(self, step: PipelineStep, reason: str) -> None:
+        self.name = f"{step.name} (accounted)"  # before super().__init__(), which names the stats
         super().__init__()
         self.step = step
         self.reason = reason
-        self.name = f"{step.name} (accounted)"
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         pending: deque[Document] = deque()

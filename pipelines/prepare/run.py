@@ -30,7 +30,6 @@ class SourceResult:
     input_files: int
     tasks: int
     warnings: list[str] = field(default_factory=list)
-    jobs: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -115,8 +114,6 @@ def prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
         plan = make_plan(cfg, Path(input_root), Path(out_root))
         claim_work_dir(cfg, plan)
         jobs.append((cfg, plan))
-    kinds = {cfg.executor.kind for cfg in configs}
-    executor = kinds.pop() if len(kinds) == 1 else "mixed"
     submitted = execute(jobs, Path(out_root) / WORK_DIR / "prepare.log", progress)
     results = {}
     for cfg, plan in jobs:
@@ -128,6 +125,6 @@ def prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
             Path(plan.work_dir, DATA_REMOVED).touch()
     if results:
         write_overall_stats(Path(out_root))
-    return PrepareResult(out_dir=str(Path(out_root).resolve()), executor=executor,
+    return PrepareResult(out_dir=str(Path(out_root).resolve()), executor=configs[0].executor.kind,
                          seconds=time.perf_counter() - start, sources=results,
                          submitted_jobs={k: v for k, v in submitted.items() if v})
