@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from flmconfig import config_to_dict, find_config, load_config
-from flmtrain.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from flmtrain.checkpoint import list_checkpoints, load_checkpoint, read_meta, save_checkpoint
 from flmtrain.config import ModelConfig, MupConfig, OptimConfig, StageConfig
 from flmtrain.engine import CpuEngine
 from flmtrain.growth import (
@@ -31,6 +32,7 @@ from flmtrain.growth import (
 from flmtrain.growth.layout import param_shapes
 from flmtrain.growth.plan import plan_growth
 from flmtrain.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
+from flmtrain.metrics import read_metrics
 from flmtrain.model import build_model
 from flmtrain.mup import param_groups
 from flmtrain.parallel import destroy_parallel, init_parallel
@@ -409,3 +411,31 @@ def test_flm_train_grow_eval_round_trip(counting_mixture: Path, tmp_path: Path) 
         assert evaluated.exit_code == 0, evaluated.output
         losses.append(json.loads(evaluated.stdout)["val_loss"])
     assert abs(losses[0] - losses[1]) < 1e-5 and losses[0] < math.log(65)
+
+
+def test_flm_train_grows_in_place_and_resumes_exactly(counting_mixture: Path, tmp_path: Path) -> None:
+    """From one step-4 checkpoint of tiny: with a growth scheduled at 512 tokens (step 4) the loss right after
+    growth matches the ungrown model's on the same batch, and a run stopped mid-ramp resumes bit-exactly."""
+    target = tmp_path / "grown.yaml"
+    target.write_text(f"base: {find_config('tiny-grown', 'stages')}\nname: tiny-grown\n"
+                      "train: {global_batch: 4, micro_batch: 2, eval_every: 0, save_every: 0}\n"
+                      "optim: {warmup_steps: 2, decay_steps: 20}\n", encoding="utf-8")
+    runner = CliRunner()
+
+    def run(run_dir: Path, steps: int, *extra: str) -> dict:
+        result = runner.invoke(app, ["train", "--stage", "tiny", "--mixture", str(counting_mixture), "--run-dir",
+                                     str(run_dir), "--steps", str(steps), *SMALL_BATCH, *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}
+
+    run(tmp_path / "base", 4)
+    for name in ("plain", "grown", "split"):
+        shutil.copytree(tmp_path / "base", tmp_path / name)
+    schedule = ["--set", f"growth=[{{at_tokens: 512, to: {target}, ramp_steps: 3}}]"]
+    plain = run(tmp_path / "plain", 5)
+    grown = run(tmp_path / "grown", 10, *schedule)
+    assert abs(grown[5] - plain[5]) <= 0.01 * plain[5]
+    meta = read_meta(list_checkpoints(tmp_path / "grown" / "checkpoints")[-1][1])
+    assert meta["stage"] == "tiny-grown" and [r["step"] for r in meta["growth_history"]] == [4]
+    run(tmp_path / "split", 6, *schedule)  # stops mid-ramp (growth at step 4, masks at 2/3)
+    assert run(tmp_path / "split", 10, *schedule) == grown
