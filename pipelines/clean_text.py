@@ -145,7 +145,8 @@ def list_clean_sources(input_dir: Path) -> dict[str, list[Path]]:
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: no such directory (expected CLEAN/<source>/{CLEAN_PATTERN})")
-    sources = {d.name: sorted(d.glob(CLEAN_PATTERN)) for d in sorted(input_dir.iterdir()) if d.is_dir()}
+    sources = {d.name: sorted(d.glob(CLEAN_PATTERN)) for d in sorted(input_dir.iterdir())
+               if d.is_dir() and not d.name.startswith(".")}
     sources = {name: files for name, files in sources.items() if files}
     if not sources:
         raise FileNotFoundError(f"{input_dir}: no {CLEAN_PATTERN} files under any <source>/ folder")

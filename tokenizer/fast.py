@@ -30,13 +30,13 @@ def byte_level_alphabet() -> dict[int, str]:
 
 def tiktoken_encoding(hf: tokenizers.Tokenizer, pattern: str, name: str = "flm") -> tiktoken.Encoding:
     """Build a tiktoken Encoding with the same vocabulary, ranks (= ids) and split pattern as `hf`."""
-    to_byte = {ch: b for b, ch in byte_level_alphabet().items()}
+    to_latin1 = str.maketrans({ch: chr(b) for b, ch in byte_level_alphabet().items()})  # then 1 char = 1 byte
     specials = {tok.content: idx for idx, tok in hf.get_added_tokens_decoder().items()}
     ranks: dict[bytes, int] = {}
     for token, idx in hf.get_vocab(with_added_tokens=False).items():
         try:
-            ranks[bytes(to_byte[ch] for ch in token)] = idx
-        except KeyError as err:
+            ranks[token.translate(to_latin1).encode("latin-1")] = idx
+        except UnicodeEncodeError as err:
             raise ValueError(f"token {token!r} (id {idx}) is not byte-level; cannot build a tiktoken encoding") from err
     missing = [b for b in range(256) if bytes([b]) not in ranks]
     if missing:
