@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipelines.token_shards import MANIFEST_NAME, TokenShardError, TokenShards
+from pipelines.tokenize import PROGRESS_NAME
 from tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 
@@ -47,17 +48,18 @@ class InspectReport:
         return {**asdict(self), "documents": self.documents, "tokens": self.tokens}
 
 
-def shard_dirs(directory: Path) -> dict[str, Path]:
-    """A token-shard directory itself, or each <source>/ below it that has a manifest."""
+def shard_dirs(directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """A token-shard directory itself, or each <source>/ below it with a manifest; and unfinished sources."""
     directory = Path(directory)
     if (directory / MANIFEST_NAME).exists():
-        return {directory.name: directory}
-    found = {d.name: d for d in sorted(directory.iterdir()) if (d / MANIFEST_NAME).exists()} \
-        if directory.is_dir() else {}
+        return {directory.name: directory}, []
+    subdirs = sorted(d for d in directory.iterdir() if d.is_dir()) if directory.is_dir() else []
+    found = {d.name: d for d in subdirs if (d / MANIFEST_NAME).exists()}
+    unfinished = [d.name for d in subdirs if (d / PROGRESS_NAME).exists()]
     if not found:
         raise TokenShardError(f"{directory}: no {MANIFEST_NAME} here or in any subfolder; "
                               "is this the --out of `flm data tokenize` (and did it finish)?")
-    return found
+    return found, unfinished
 
 
 def _tokenizer_for(shards: TokenShards, explicit: Path | None) -> tuple[Tokenizer | None, str]:
@@ -85,7 +87,10 @@ def inspect_tokens(directory: Path | str, tokenizer_dir: Path | str | None = Non
     sources: dict[str, SourceReport] = {}
     notes: set[str] = set()
     used_tokenizer: str | None = None
-    for name, path in shard_dirs(Path(directory)).items():
+    found, unfinished = shard_dirs(Path(directory))
+    if unfinished:
+        notes.add(f"unfinished (no manifest yet, rerun `flm data tokenize` to complete): {', '.join(unfinished)}")
+    for name, path in found.items():
         shards = TokenShards(path)
         extra = shards.manifest.extra
         report = SourceReport(

@@ -264,7 +264,7 @@ class _Books:
         shards, pieces = self._recorded(source_dir) if source_dir.exists() else ({}, {})
         planned = {t.name for t in self.by_source[source]}
         source_dir.mkdir(parents=True, exist_ok=True)
-        for path in [*source_dir.glob("*.tmp"), *source_dir.glob(f"*{SHARD_SUFFIX}")]:
+        for path in [*source_dir.glob("*.tmp"), *source_dir.glob(f"part-*{SHARD_SUFFIX}")]:
             if path.suffix == ".tmp" or path.name not in planned:
                 path.unlink()
         todo = []
@@ -467,6 +467,8 @@ def _run(todo: list[tuple[ShardTask, int]], tokenizer: Tokenizer, books: _Books,
     reports = ctx.Queue()
     if fork:
         _WORKER["tokenizer"] = tokenizer
+        sys.stdout.flush()  # a forked child flushes its copy of unwritten output when it exits
+        sys.stderr.flush()
     initargs = (None if fork else str(tokenizer.directory), tokenizer.engine == "tiktoken", reports)
     pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=initargs)
     futures: dict[Future, ShardTask] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -135,6 +136,8 @@ def test_interrupted_run_resumes_to_identical_shards(corpus: tuple[Path, dict], 
     progress = json.loads((out / "pile" / ".progress.json").read_text())
     assert list(progress["shards"]) == ["part-00000.arrow"] and list(progress["pieces"]) == ["part-00001.0000.arrow"]
     assert not (out / "pile" / "manifest.json").exists() and not list((out / "wudao").rglob("*.arrow"))
+    with pytest.raises(TokenShardError, match="no manifest.json here or in any subfolder"):
+        inspect_tokens(out)
     (out / "pile" / "part-00001.arrow.tmp").write_bytes(b"half a shard, as after kill -9")
     (out / "pile" / "part-00002.arrow").write_bytes(b"a shard the bookkeeping never recorded")
     (out / "pile" / ".pieces" / "part-00001.0001.arrow").write_bytes(b"an unrecorded piece")
@@ -148,6 +151,11 @@ def test_interrupted_run_resumes_to_identical_shards(corpus: tuple[Path, dict], 
     for source in ("pile", "wudao"):
         assert Manifest.load(out / source).shards == Manifest.load(tokens / source).shards
         assert Manifest.load(out / source).extra["skipped"] == Manifest.load(tokens / source).extra["skipped"]
+
+    shutil.copytree(out / "wudao", tmp_path / "partial" / "wudao")
+    (tmp_path / "partial" / "pile").mkdir()
+    (tmp_path / "partial" / "pile" / ".progress.json").write_text("{}")
+    assert "unfinished (no manifest yet" in inspect_tokens(tmp_path / "partial").note
 
     again = _run(corpus[0], out, tok_dir)
     assert calls["encode"] == 7 and again.shards_written == 0 and again.shards_skipped == 5
@@ -187,6 +195,18 @@ def test_inspect_decodes_a_sample(corpus: tuple[Path, dict], tokens: Path) -> No
     assert report.tokens == sum(s.tokens for s in report.sources.values())
     single = inspect_tokens(tokens / "pile")
     assert list(single.sources) == ["pile"]
+
+
+def test_sentencepiece_tokenizer_through_the_pipeline(corpus: tuple[Path, dict], tmp_path: Path) -> None:
+    spm_dir = tmp_path / "spm"
+    train_from_clean(corpus[0], spm_dir, TrainConfig(vocab_size=600, backend="sentencepiece", sample_bytes=10**7))
+    result = _run(corpus[0], tmp_path / "tokens", spm_dir, workers=2)
+    assert result.engine == "sentencepiece" and result.vocab_size == 600
+    tok = load_tokenizer(spm_dir)
+    shards = TokenShards(tmp_path / "tokens" / "wudao", tokenizer_hash=tok.content_hash)
+    first = corpus[1]["wudao"][0]["text"]
+    assert shards.document(0).tolist() == tok.encode(first) + [tok.eos_id]
+    assert inspect_tokens(tmp_path / "tokens").sources["wudao"].sample_text == first[:600]
 
 
 def test_truncated_input_names_the_file(tmp_path: Path, tok_dir: Path) -> None:
