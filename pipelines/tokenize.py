@@ -7,7 +7,7 @@ of a shard is done the parent concatenates them, in order, into the shard. So wo
 however few shards a source has, and the output does not depend on the number of workers.
 
 Resuming: files appear under their final names only when complete, and the parent (the only writer
-of bookkeeping) records each finished piece and shard in `<source>/.progress.json`. A rerun keeps
+of bookkeeping) records each finished piece and shard in `<source>/.progress.jsonl`. A rerun keeps
 what was recorded with the same inputs and tokenizer and redoes the rest; manifest.json is written
 once every shard of a source is done.
 """
@@ -44,7 +44,7 @@ from tokenizer import Tokenizer, TokenizerMeta, TrainConfig, load_tokenizer, tra
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float, float | None], None]
-PROGRESS_NAME = ".progress.json"
+PROGRESS_NAME = ".progress.jsonl"
 PIECES_DIR = ".pieces"
 VERIFY_CHARS = 100_000
 """Characters of text per source checked for identical ids (tiktoken vs HF tokenizers) before tokenizing."""
@@ -243,7 +243,12 @@ def _rows(path: Path) -> int | None:
 
 
 class _Books:
-    """The parent's record of finished pieces and shards; it alone writes .progress.json and manifests."""
+    """The parent's record of finished pieces and shards; it alone writes the progress logs and manifests.
+
+    `<source>/.progress.jsonl` is append-only (a header line, then one line per finished piece or
+    shard), so recording costs O(1) however many files a source has; it is rewritten compactly once
+    per run, at resume, and replaced by manifest.json when the source is complete.
+    """
 
     def __init__(self, tasks: list[ShardTask], tokenizer: Tokenizer, command: str) -> None:
         self.tokenizer = tokenizer
@@ -258,9 +263,12 @@ class _Books:
         self.encoded: list[Outcome] = []
         """Pieces encoded by this run (not resumed): the base of throughput figures."""
 
+    def _dir(self, source: str) -> Path:
+        return Path(self.by_source[source][0].out_dir)
+
     def resume(self, source: str) -> list[tuple[ShardTask, int]]:
         """Take over what an earlier run recorded for `source`; return the (shard, input index) left to do."""
-        source_dir = Path(self.by_source[source][0].out_dir)
+        source_dir = self._dir(source)
         shards, pieces = self._recorded(source_dir) if source_dir.exists() else ({}, {})
         planned = {t.name for t in self.by_source[source]}
         source_dir.mkdir(parents=True, exist_ok=True)
@@ -270,8 +278,7 @@ class _Books:
         todo = []
         for task in self.by_source[source]:
             done = shards.get(task.name)
-            path = Path(task.out_dir) / task.name
-            if done is not None and done.inputs == task.inputs and _rows(path) == done.info.rows:
+            if done is not None and done.inputs == task.inputs and _rows(source_dir / task.name) == done.info.rows:
                 self.shards[source][task.name] = done
                 continue
             for index, item in enumerate(task.inputs):
@@ -280,72 +287,91 @@ class _Books:
                     self.pieces[source][task.piece(index).name] = piece
                 else:
                     todo.append((task, index))
-        keep = set(self.pieces[source])
         for path in (source_dir / PIECES_DIR).glob("*"):
-            if path.name not in keep:
+            if path.name not in self.pieces[source]:
                 path.unlink()
+        (source_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        self._rewrite_log(source)
         for task in self.by_source[source]:  # shards whose pieces were all done before an interruption
             if task.name not in self.shards[source] and not any(t is task for t, _ in todo):
                 self._assemble(task)
-        self.save(source)
+        self._finish_if_complete(source)
         return todo
 
     def _recorded(self, source_dir: Path) -> tuple[dict[str, Outcome], dict[str, Outcome]]:
+        """Shards and pieces an earlier run recorded (manifest.json or .progress.jsonl), tokenizer checked."""
         shards: dict[str, Outcome] = {}
         pieces: dict[str, Outcome] = {}
-        for name in (MANIFEST_NAME, PROGRESS_NAME):
-            path = source_dir / name
-            if not path.exists():
-                continue
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                got_hash, got_vocab = data["tokenizer_hash"], data["vocab_size"]
-                state = data["extra"] if name == MANIFEST_NAME else data
-                shards.update({n: Outcome.from_json(n, s) for n, s in state["shards"].items()})
-                pieces.update({n: Outcome.from_json(n, s) for n, s in state.get("pieces", {}).items()})
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise TokenShardError(f"{path}: unreadable ({err}); remove {source_dir} to redo this source") from err
-            if got_hash != self.tokenizer.content_hash or got_vocab != self.tokenizer.vocab_size:
-                raise TokenShardError(
-                    f"{source_dir}: holds shards of tokenizer {got_hash[:12]} (vocab {got_vocab}), but this run uses "
-                    f"{self.tokenizer.content_hash[:12]} (vocab {self.tokenizer.vocab_size}) from "
-                    f"{self.tokenizer.directory}; choose another --out or remove that directory")
+        manifest, log_path = source_dir / MANIFEST_NAME, source_dir / PROGRESS_NAME
+        try:
+            if manifest.exists():
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+                self._check_tokenizer(source_dir, data["tokenizer_hash"], data["vocab_size"])
+                shards.update({n: Outcome.from_json(n, o) for n, o in data["extra"]["shards"].items()})
+            if log_path.exists():
+                lines = log_path.read_text(encoding="utf-8").splitlines()
+                header = json.loads(lines[0])
+                self._check_tokenizer(source_dir, header["tokenizer_hash"], header["vocab_size"])
+                for number, line in enumerate(lines[1:], 2):
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        if number == len(lines):  # the line being appended when the run died
+                            break
+                        raise
+                    outcome = Outcome.from_json(entry.pop("name"), entry)
+                    (shards if entry["kind"] == "shard" else pieces)[outcome.info.name] = outcome
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
+            raise TokenShardError(f"{source_dir}: unreadable bookkeeping ({type(err).__name__}: {err}); "
+                                  f"remove {source_dir} to redo this source") from err
         return shards, pieces
+
+    def _check_tokenizer(self, source_dir: Path, got_hash: str, got_vocab: int) -> None:
+        if got_hash != self.tokenizer.content_hash or got_vocab != self.tokenizer.vocab_size:
+            raise TokenShardError(
+                f"{source_dir}: holds shards of tokenizer {got_hash[:12]} (vocab {got_vocab}), but this run uses "
+                f"{self.tokenizer.content_hash[:12]} (vocab {self.tokenizer.vocab_size}) from "
+                f"{self.tokenizer.directory}; choose another --out or remove that directory")
+
+    def _rewrite_log(self, source: str) -> None:
+        header = {"tokenizer_hash": self.tokenizer.content_hash, "vocab_size": self.tokenizer.vocab_size}
+        lines = [json.dumps(header)]
+        for kind, done in (("shard", self.shards[source]), ("piece", self.pieces[source])):
+            lines.extend(json.dumps({"kind": kind, "name": n, **o.to_json()}, ensure_ascii=False)
+                         for n, o in sorted(done.items()))
+        tmp = self._dir(source) / (PROGRESS_NAME + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, self._dir(source) / PROGRESS_NAME)
+
+    def _append(self, source: str, kind: str, outcome: Outcome) -> None:
+        with open(self._dir(source) / PROGRESS_NAME, "a", encoding="utf-8") as log_file:
+            log_file.write(json.dumps({"kind": kind, "name": outcome.info.name, **outcome.to_json()},
+                                      ensure_ascii=False) + "\n")
 
     def piece_done(self, task: ShardTask, outcome: Outcome) -> None:
         self.encoded.append(outcome)
         self.pieces[task.source][outcome.info.name] = outcome
+        self._append(task.source, "piece", outcome)
         if all(task.piece(i).name in self.pieces[task.source] for i in range(len(task.inputs))):
             self._assemble(task)
-        self.save(task.source)
+            self._finish_if_complete(task.source)
 
     def _assemble(self, task: ShardTask) -> None:
+        """Concatenate a shard's pieces, record the shard, then drop the pieces."""
         paths = [task.piece(i) for i in range(len(task.inputs))]
-        parts = [self.pieces[task.source].pop(p.name) for p in paths]
         _concatenate(paths, Path(task.out_dir) / task.name)
-        outcome = Outcome.combine(task.name, parts)
+        outcome = Outcome.combine(task.name, [self.pieces[task.source].pop(p.name) for p in paths])
         self.shards[task.source][task.name] = outcome
         self.written += 1
+        self._append(task.source, "shard", outcome)
         for path in paths:
             path.unlink()
 
-    def save(self, source: str) -> None:
-        """manifest.json once every shard of `source` is done; until then .progress.json (and no manifest)."""
-        source_dir = Path(self.by_source[source][0].out_dir)
-        if len(self.shards[source]) == len(self.by_source[source]):
-            self._write_manifest(source, source_dir)
-            (source_dir / PROGRESS_NAME).unlink(missing_ok=True)
-            shutil.rmtree(source_dir / PIECES_DIR, ignore_errors=True)
+    def _finish_if_complete(self, source: str) -> None:
+        """Once every shard of `source` is done: manifest.json, and the progress log and pieces go."""
+        if len(self.shards[source]) < len(self.by_source[source]):
             return
-        state = {"tokenizer_hash": self.tokenizer.content_hash, "vocab_size": self.tokenizer.vocab_size,
-                 "shards": {n: o.to_json() for n, o in sorted(self.shards[source].items())},
-                 "pieces": {n: o.to_json() for n, o in sorted(self.pieces[source].items())}}
-        tmp = source_dir / (PROGRESS_NAME + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, source_dir / PROGRESS_NAME)
-        (source_dir / MANIFEST_NAME).unlink(missing_ok=True)
-
-    def _write_manifest(self, source: str, source_dir: Path) -> None:
+        source_dir = self._dir(source)
         outcomes = [self.shards[source][t.name] for t in self.by_source[source]]
         total = Outcome.combine(source, outcomes)
         subsets = {name: {"documents": d, "tokens": t} for name, (d, t) in sorted(total.subsets.items())}
@@ -356,6 +382,8 @@ class _Books:
         Manifest(tokenizer_hash=self.tokenizer.content_hash, vocab_size=self.tokenizer.vocab_size,
                  eos_id=self.tokenizer.eos_id, shards=[o.info for o in outcomes], command=self.command,
                  extra=extra).save(source_dir)
+        (source_dir / PROGRESS_NAME).unlink(missing_ok=True)
+        shutil.rmtree(source_dir / PIECES_DIR, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the whole corpus

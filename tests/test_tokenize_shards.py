@@ -133,8 +133,12 @@ def test_interrupted_run_resumes_to_identical_shards(corpus: tuple[Path, dict], 
     with pytest.raises(KeyboardInterrupt):
         _run(corpus[0], out, tok_dir)
     monkeypatch.setattr(token_shards.TokenShardWriter, "write_batch", real_write)
-    progress = json.loads((out / "pile" / ".progress.json").read_text())
-    assert list(progress["shards"]) == ["part-00000.arrow"] and list(progress["pieces"]) == ["part-00001.0000.arrow"]
+    log = [json.loads(line) for line in (out / "pile" / ".progress.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["name"]) for e in log[1:]] == [
+        ("piece", "part-00000.0000.arrow"), ("piece", "part-00000.0001.arrow"), ("shard", "part-00000.arrow"),
+        ("piece", "part-00001.0000.arrow")]
+    with (out / "pile" / ".progress.jsonl").open("a") as fh:
+        fh.write('{"kind": "piece", "name": "part-00001.0001.arr')  # killed while appending
     assert not (out / "pile" / "manifest.json").exists() and not list((out / "wudao").rglob("*.arrow"))
     with pytest.raises(TokenShardError, match="no manifest.json here or in any subfolder"):
         inspect_tokens(out)
@@ -147,14 +151,14 @@ def test_interrupted_run_resumes_to_identical_shards(corpus: tuple[Path, dict], 
     assert calls["encode"] == 10 - 3  # pile's files 0-2 are not encoded again
     assert result.shards_skipped == 1 and result.shards_written == 4
     assert _shard_bytes(out) == _shard_bytes(tokens)
-    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".progress.json")) and not list(out.rglob(".pieces"))
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".progress.jsonl")) and not list(out.rglob(".pieces"))
     for source in ("pile", "wudao"):
         assert Manifest.load(out / source).shards == Manifest.load(tokens / source).shards
         assert Manifest.load(out / source).extra["skipped"] == Manifest.load(tokens / source).extra["skipped"]
 
     shutil.copytree(out / "wudao", tmp_path / "partial" / "wudao")
     (tmp_path / "partial" / "pile").mkdir()
-    (tmp_path / "partial" / "pile" / ".progress.json").write_text("{}")
+    (tmp_path / "partial" / "pile" / ".progress.jsonl").write_text("{}")
     assert "unfinished (no manifest yet" in inspect_tokens(tmp_path / "partial").note
 
     again = _run(corpus[0], out, tok_dir)
