@@ -25,7 +25,7 @@ from cli.render import console, emit_json, err_console, fail
 DEFAULT_VOCAB = 100256
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 VocabOpt = Annotated[int | None, typer.Option(
-    "--vocab", help=f"Exact vocabulary size including special tokens [default: {DEFAULT_VOCAB} when training].")]
+    "--vocab", help=f"Exact vocabulary size including special tokens (default: {DEFAULT_VOCAB} when training).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="hf (byte-level BPE, tiktoken fast path) or sentencepiece.")]
 AllowSmallerOpt = Annotated[bool, typer.Option(
     "--allow-smaller", help="Keep a smaller vocabulary when the corpus cannot support --vocab, instead of failing.")]
@@ -135,11 +135,11 @@ def tokenize(
     out: Annotated[Path, typer.Option("--out", help="Token shards: OUT/<source>/*.arrow + manifest.json.")],
     vocab: VocabOpt = None,
     tokenizer: Annotated[Path | None, typer.Option(
-        "--tokenizer", help="Tokenizer directory; trained there first if it holds none [default: OUT/../tokenizer].")
+        "--tokenizer", help="Tokenizer directory; trained there first if it holds none (default: OUT/../tokenizer).")
     ] = None,
     backend: BackendOpt = "hf",
     allow_smaller: AllowSmallerOpt = False,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes [default: all cores].")] = 0,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: all cores).")] = None,
     sample_mb: SampleOpt = 1024.0,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
@@ -184,7 +184,7 @@ def tokenize(
 def inspect(
     tokens: Annotated[Path, typer.Argument(help="Token-shard directory (OUT of `flm data tokenize`, or one source).")],
     tokenizer: Annotated[Path | None, typer.Option(
-        "--tokenizer", help="Tokenizer to decode with [default: the one the manifest names].")] = None,
+        "--tokenizer", help="Tokenizer to decode with (default: the one the manifest names).")] = None,
     doc: Annotated[int, typer.Option("--doc", help="Index of the document to decode in each source.")] = 0,
     json_: JsonOpt = False,
 ) -> None:
