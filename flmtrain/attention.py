@@ -19,8 +19,19 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flmtrain.xpos import apply_rope, apply_xpos
+
+SDPA_BACKENDS = {
+    "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+             SDPBackend.MATH],
+    "cudnn": [SDPBackend.CUDNN_ATTENTION],
+    "flash": [SDPBackend.FLASH_ATTENTION],
+    "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+    "math": [SDPBackend.MATH],
+}
+"""SDPA kernels per `model.kernels.attention`, in priority order (auto: the fastest first on Hopper)."""
 
 
 def attention_scale(head_dim: int, layer_number: int, *, mup: bool, inverse_layer_idx: bool) -> float:
@@ -62,6 +73,8 @@ class FLMCoreAttention(MegatronModule):
         xpos_scale_base: float = 512.0,
         mup: bool = False,
         inverse_layer_idx: bool = False,
+        kernel: str = "auto",
+        compiled: bool = False,
     ) -> None:
         super().__init__(config=config)
         if config.context_parallel_size != 1:
@@ -78,6 +91,8 @@ class FLMCoreAttention(MegatronModule):
         self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
         self.scale = softmax_scale if softmax_scale is not None else attention_scale(
             self.head_dim, self.layer_number, mup=mup, inverse_layer_idx=inverse_layer_idx)
+        self.backends = SDPA_BACKENDS[kernel]
+        self.compiled = compiled
 
     def forward(
         self,
@@ -93,19 +108,22 @@ class FLMCoreAttention(MegatronModule):
             raise NotImplementedError("FLMCoreAttention takes no packed_seq_params or attention_bias; "
                                       "pass a document mask (document_attention_mask) instead")
         sq, sk = query.shape[0], key.shape[0]
+        on_gpu = query.is_cuda
         # With a key cache (inference) q holds the newest sq of the sk positions.
         if self.position == "xpos":
             query, key = apply_xpos(query, key, offset=sk - sq, scale_base=self.xpos_scale_base,
-                                    theta=self.rotary_base)
+                                    theta=self.rotary_base, compiled=self.compiled and on_gpu)
         elif self.position == "rope":
-            query, key = apply_rope(query, key, offset=sk - sq, theta=self.rotary_base)
+            query, key = apply_rope(query, key, offset=sk - sq, theta=self.rotary_base,
+                                    compiled=self.compiled and on_gpu)
 
         mask, is_causal = self._mask(attention_mask, attn_mask_type or self.attn_mask_type, sq, sk, query.device)
         # [s, b, h, d] -> [b, h, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
         dropout = self.dropout if self.training else 0.0
-        rng = tensor_parallel.get_cuda_rng_tracker().fork() if dropout > 0 and q.is_cuda else nullcontext()
-        with rng:
+        rng = tensor_parallel.get_cuda_rng_tracker().fork() if dropout > 0 and on_gpu else nullcontext()
+        kernels = sdpa_kernel(self.backends, set_priority=True) if on_gpu else nullcontext()
+        with rng, kernels:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal,
                                                  scale=self.scale, enable_gqa=self.kv_heads != self.heads)
         # [b, h, s, d] -> [s, b, h*d]

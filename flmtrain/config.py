@@ -25,6 +25,22 @@ class MupConfig:
 
 
 @dataclass
+class KernelConfig:
+    """How the model's step runs on a GPU: none of it changes the function the model computes.
+
+    `compile` and `attention` apply on CUDA only (the CPU path runs the same code eagerly).
+    """
+
+    compile: bool = True
+    """torch.compile the elementwise pieces: RMSNorm, SwiGLU (megatron's fused swiglu), xPos, the loss's softmax."""
+    fused_loss: bool = True
+    """Output layer + cross-entropy in token chunks, gradients taken in the forward pass, so the
+    [tokens, vocab] logits are never kept (flmtrain.fused_loss); megatron's loss when tp > 1."""
+    attention: Literal["auto", "cudnn", "flash", "efficient", "math"] = "auto"
+    """SDPA kernel: auto tries cuDNN, then flash, memory-efficient and math (the first that accepts the inputs)."""
+
+
+@dataclass
 class ModelConfig:
     layers: int = 2
     hidden: int = 64
@@ -48,6 +64,7 @@ class ModelConfig:
     dropout: float = 0.1
     init_std: float = 0.02
     mup: MupConfig = field(default_factory=MupConfig)
+    kernels: KernelConfig = field(default_factory=KernelConfig)
 
     @property
     def head_dim(self) -> int:
@@ -88,6 +105,9 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     clip_grad: float = 1.0
+    fused: bool = True
+    """torch's fused AdamW kernel on GPU (one pass over the state instead of ~10 foreach passes);
+    megatron-core uses torch's AdamW when neither apex nor Transformer Engine is installed."""
 
     def validate(self) -> None:
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:

@@ -44,12 +44,13 @@ def split_batch(batch: Batch, device: torch.device) -> dict[str, torch.Tensor | 
             "loss_mask": None if loss_mask is None else loss_mask[:, : labels.shape[1]].to(device).float()}
 
 
-def token_loss(per_token: torch.Tensor, loss_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of the per-token losses that count (all tokens unless a loss mask says otherwise)."""
-    per_token = per_token.float()
-    if loss_mask is None:
-        return per_token.sum(), torch.tensor(float(per_token.numel()), device=per_token.device)
-    return (per_token * loss_mask).sum(), loss_mask.sum()
+def loss_sum(model: torch.nn.Module, inputs: dict[str, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked sum of the token losses (the model's fused loss where it has one) and the token count."""
+    total = model(inputs["input_ids"], inputs["position_ids"], inputs["attention_mask"], labels=inputs["labels"],
+                  loss_mask=inputs["loss_mask"], sum_loss=True)
+    labels, mask = inputs["labels"], inputs["loss_mask"]
+    count = mask.sum() if mask is not None else torch.tensor(float(labels.numel()), device=labels.device)
+    return total, count
 
 
 def _is_finite(x: float) -> bool:
@@ -98,11 +99,9 @@ class CpuEngine:
             inputs = split_batch(batch, self.device)
             sync = i == n - 1 or not isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                per_token = self.model(inputs["input_ids"], inputs["position_ids"],
-                                       attention_mask=inputs["attention_mask"], labels=inputs["labels"])
-                loss_sum, tokens = token_loss(per_token, inputs["loss_mask"])
-                (loss_sum / tokens / n).backward()
-            total += loss_sum.detach()
+                summed, tokens = loss_sum(self.model, inputs)
+                (summed / tokens / n).backward()
+            total += summed.detach()
             count += tokens
         return total / count
 
@@ -125,11 +124,8 @@ class CpuEngine:
         self.model.eval()
         total = count = 0.0
         for batch in batches:
-            inputs = split_batch(batch, self.device)
-            per_token = self.module(inputs["input_ids"], inputs["position_ids"],
-                                    attention_mask=inputs["attention_mask"], labels=inputs["labels"])
-            loss_sum, tokens = token_loss(per_token, inputs["loss_mask"])
-            total += float(loss_sum)
+            summed, tokens = loss_sum(self.module, split_batch(batch, self.device))
+            total += float(summed)
             count += float(tokens)
         return total, count
 
@@ -177,10 +173,21 @@ class MegatronEngine:
         self.optimizer = get_megatron_optimizer(opt_config, [self.model], config_overrides=self._overrides(opt_config))
         for group in self.optimizer.param_groups:  # megatron's own scheduler would apply wd_mult; ours is LR-only
             group["weight_decay"] = optim.weight_decay * group.get("wd_mult", 1.0)
+        if optim.fused:
+            self._fuse_adam()
         config.no_sync_func = self.model.no_sync
         config.finalize_model_grads_func = finalize_model_grads
         config.grad_scale_func = self.optimizer.scale_loss
         self.config = config
+
+    def _fuse_adam(self) -> None:
+        """Switch torch's AdamW (megatron's choice without apex/TE) to its fused kernel before the first step,
+        so its `step` state is created on the GPU as the fused kernel wants; checkpoints keep the flag."""
+        for opt in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            inner = getattr(opt, "optimizer", None)
+            if isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+                for group in inner.param_groups:
+                    group["foreach"], group["fused"] = False, True
 
     def _overrides(self, opt_config: Any) -> dict:
         """Megatron's standard no-decay rule for biases/norms plus μP per-parameter LR multipliers."""
@@ -208,16 +215,12 @@ class MegatronEngine:
         return self.optimizer.param_groups
 
     def _forward_step(self, data_iterator, model):  # type: ignore[no-untyped-def]
-        inputs = split_batch(next(data_iterator), self.device)
-        per_token = model(inputs["input_ids"], inputs["position_ids"], inputs["attention_mask"],
-                          labels=inputs["labels"])
-        loss_mask = inputs["loss_mask"]
+        summed, tokens = loss_sum(model, split_batch(next(data_iterator), self.device))
 
         def loss_func(output: torch.Tensor):  # type: ignore[no-untyped-def]
-            loss_sum, tokens = token_loss(output, loss_mask)
-            return loss_sum / tokens, {"sum": loss_sum.detach(), "count": tokens.detach()}
+            return output / tokens, {"sum": output.detach(), "count": tokens.detach()}
 
-        return per_token, loss_func
+        return summed, loss_func
 
     def _run(self, batches: list[Batch], forward_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
         from megatron.core import parallel_state

@@ -11,6 +11,10 @@ tensor/pipeline rank (call `flmtrain.parallel.init_parallel` first). The call is
     is the same because the output layer has no bias);
   - hidden matrices start with std init_std / sqrt(width_mult), embeddings with init_std;
   - attention is scaled by 1/d_head (flmtrain.attention); per-parameter LRs are in flmtrain.mup.
+
+Speed on GPU (`cfg.kernels`, none of which changes the function): compiled RMSNorm, SwiGLU and
+xPos, the SDPA kernel order, and `model(..., labels=..., sum_loss=True)`, which returns the
+loss-mask-weighted sum of the token losses through flmtrain.fused_loss (no full logits kept).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
 from flmtrain.attention import FLMCoreAttention
 from flmtrain.config import ModelConfig
+from flmtrain.fused_loss import linear_cross_entropy_sum
 from flmtrain.mup import width_mult
 from flmtrain.parallel import seed_everything
 from flmtrain.plan import padded_vocab
@@ -48,17 +53,33 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+_rms_norm_compiled = torch.compile(F.rms_norm, dynamic=True)
+
+
+class CompiledRMSNorm(torch.nn.RMSNorm):
+    """torch RMSNorm whose forward is compiled: one kernel each way (eager RMSNorm makes several passes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _rms_norm_compiled(x, self.normalized_shape, self.weight, self.eps)
+
+
 class Norm:
     """torch LayerNorm / RMSNorm for megatron's spec, usable with sequence parallelism.
 
     megatron's WrappedTorchNorm refuses sequence parallelism; the norm itself is per token, so it
     only needs its parameters tagged `sequence_parallel` for megatron to all-reduce their gradients
-    over the tensor-parallel group (as its apex and Transformer Engine norms do).
+    over the tensor-parallel group (as its apex and Transformer Engine norms do). `compiled` (GPU)
+    gives RMSNorm a compiled forward; LayerNorm is one fused kernel in eager already.
     """
 
-    def __new__(cls, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **_: Any) -> torch.nn.Module:
-        norm_cls = torch.nn.RMSNorm if config.normalization == "RMSNorm" else torch.nn.LayerNorm
-        device = "cpu" if config.use_cpu_initialization else torch.cuda.current_device()
+    def __new__(cls, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, *, compiled: bool = False,
+                **_: Any) -> torch.nn.Module:
+        on_gpu = not config.use_cpu_initialization
+        if config.normalization == "RMSNorm":
+            norm_cls = CompiledRMSNorm if compiled and on_gpu else torch.nn.RMSNorm
+        else:
+            norm_cls = torch.nn.LayerNorm
+        device = torch.cuda.current_device() if on_gpu else "cpu"
         norm = norm_cls(hidden_size, eps=eps, device=device, dtype=config.params_dtype)
         for param in norm.parameters():
             param.sequence_parallel = config.sequence_parallel
@@ -67,8 +88,10 @@ class Norm:
 
 def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dtype: torch.dtype = torch.float32,
                        sequence_parallel: bool = False) -> TransformerConfig:
-    """megatron-core's TransformerConfig for `cfg`, with the μP init and no CUDA-only fusions."""
+    """megatron-core's TransformerConfig for `cfg`, with the μP init; of megatron's fusions only its
+    compiled SwiGLU, on GPU when cfg.kernels.compile (the others need apex or Transformer Engine)."""
     hidden_std = cfg.init_std / math.sqrt(width_mult(cfg)) if cfg.mup.enabled else cfg.init_std
+    compiled = _compiled(cfg)
     return TransformerConfig(
         num_layers=cfg.layers,
         hidden_size=cfg.hidden,
@@ -94,7 +117,7 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         sequence_parallel=sequence_parallel,
-        bias_activation_fusion=False,
+        bias_activation_fusion=compiled and cfg.activation == "swiglu",
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
         persist_layer_norm=False,
@@ -105,15 +128,23 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
     )
 
 
+def _compiled(cfg: ModelConfig) -> bool:
+    """Whether the model's elementwise pieces run compiled: asked for and on a GPU."""
+    return cfg.kernels.compile and torch.cuda.is_available()
+
+
 def layer_spec(cfg: ModelConfig) -> ModuleSpec:
     """One transformer layer: pre-norm attention with our core attention, pre-norm MLP (local modules)."""
+    compiled = _compiled(cfg)
     core_attention = partial(
         FLMCoreAttention, position=cfg.position, rotary_base=cfg.rotary_base, xpos_scale_base=cfg.xpos_scale_base,
-        mup=cfg.mup.enabled, inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx)
+        mup=cfg.mup.enabled, inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, kernel=cfg.kernels.attention,
+        compiled=compiled)
+    norm = ModuleSpec(module=Norm, params={"compiled": compiled})
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
-            input_layernorm=Norm,
+            input_layernorm=norm,
             self_attention=ModuleSpec(
                 module=SelfAttention,
                 params={"attn_mask_type": AttnMaskType.causal},
@@ -122,7 +153,7 @@ def layer_spec(cfg: ModelConfig) -> ModuleSpec:
                     q_layernorm=IdentityOp, k_layernorm=IdentityOp),
             ),
             self_attn_bda=get_bias_dropout_add,
-            pre_mlp_layernorm=Norm,
+            pre_mlp_layernorm=norm,
             mlp=ModuleSpec(module=MLP, params={"ffn_hidden_size": cfg.ffn_size},
                            submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear)),
             mlp_bda=get_bias_dropout_add,
@@ -131,17 +162,31 @@ def layer_spec(cfg: ModelConfig) -> ModuleSpec:
 
 
 class FLMModel(GPTModel):
-    """GPTModel with μP's input and output multipliers, and `attention_mask` optional (None = causal)."""
+    """GPTModel with μP's input and output multipliers, and `attention_mask` optional (None = causal).
 
-    def __init__(self, *args: Any, input_mult: float = 1.0, output_mult: float = 1.0, **kwargs: Any) -> None:
+    With labels, `sum_loss=True` returns Σ loss_mask · token loss (a 0-dim fp32 tensor; loss_mask
+    None = all ones) instead of the per-token losses: through flmtrain.fused_loss when
+    `fused_loss` and the vocabulary is not split over tensor parallelism, else megatron's loss summed.
+    """
+
+    def __init__(self, *args: Any, input_mult: float = 1.0, output_mult: float = 1.0, fused_loss: bool = False,
+                 compiled: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.input_mult = input_mult
         self.output_mult = output_mult
         """Effective logit multiplier (μP's output_mult / width_mult); growth keeps it in step with width."""
+        self.fused_loss = fused_loss and self.config.tensor_model_parallel_size == 1
+        self.compiled = compiled
+        self._sum_loss = False
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
-                attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return super().forward(input_ids, position_ids, attention_mask, *args, **kwargs)
+                attention_mask: torch.Tensor | None = None, *args: Any, sum_loss: bool = False,
+                **kwargs: Any) -> torch.Tensor:
+        self._sum_loss = sum_loss
+        try:
+            return super().forward(input_ids, position_ids, attention_mask, *args, **kwargs)
+        finally:
+            self._sum_loss = False
 
     def _preprocess(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
         out = super()._preprocess(*args, **kwargs)
@@ -152,7 +197,17 @@ class FLMModel(GPTModel):
     def _postprocess(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
         if self.post_process and self.output_mult != 1.0:
             hidden_states = hidden_states * self.output_mult
-        return super()._postprocess(hidden_states, *args, **kwargs)
+        labels, loss_mask = kwargs.get("labels"), kwargs.pop("loss_mask", None)
+        if not (self._sum_loss and self.post_process and labels is not None):
+            return super()._postprocess(hidden_states, *args, **kwargs)
+        if self.fused_loss and self.config.mtp_num_layers is None:
+            weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights \
+                else self.output_layer.weight
+            # hidden states are [s, b, h]; labels and mask [b, s]
+            return linear_cross_entropy_sum(hidden_states, weight, labels.t(),
+                                            None if loss_mask is None else loss_mask.t(), compiled=self.compiled)
+        per_token = super()._postprocess(hidden_states, *args, **kwargs).float()
+        return per_token.sum() if loss_mask is None else (per_token * loss_mask).sum()
 
 
 def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype: torch.dtype = torch.float32,
@@ -175,7 +230,8 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     config = transformer_config(cfg, tp=tp, pp=pp, params_dtype=params_dtype,
                                 sequence_parallel=sequence_parallel and tp > 1)
     spec = ModuleSpec(module=TransformerBlock, submodules=TransformerBlockSubmodules(
-        layer_specs=[layer_spec(cfg)] * (cfg.layers // pp), layer_norm=Norm))
+        layer_specs=[layer_spec(cfg)] * (cfg.layers // pp),
+        layer_norm=ModuleSpec(module=Norm, params={"compiled": _compiled(cfg)})))
     mup = cfg.mup
     return FLMModel(
         config=config,
@@ -189,4 +245,6 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
         position_embedding_type="none",
         input_mult=mup.input_mult if mup.enabled else 1.0,
         output_mult=mup.output_mult / width_mult(cfg) if mup.enabled else 1.0,
+        fused_loss=cfg.kernels.fused_loss,
+        compiled=_compiled(cfg),
     )
