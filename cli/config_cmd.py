@@ -10,10 +10,10 @@ import yaml
 from cli.render import console, emit_json, fail
 from flmconfig import ConfigError, config_to_dict, find_config, load_config
 
-config_app = typer.Typer(help="Inspect the typed configs under configs/ (stages, pipelines, mixtures).",
+config_app = typer.Typer(help="Inspect the typed configs under configs/ (stages, pipelines, mixtures, recipes).",
                          no_args_is_help=True)
 
-KINDS = ("stages", "pipelines", "mixtures")
+KINDS = ("stages", "pipelines", "mixtures", "recipes")
 
 
 def config_class(kind: str) -> type:
@@ -24,8 +24,11 @@ def config_class(kind: str) -> type:
     if kind == "pipelines":
         from pipelines.config import PipelineConfig
         return PipelineConfig
-    from flmtrain.mixture_config import MixtureConfig
-    return MixtureConfig
+    if kind == "mixtures":
+        from flmtrain.mixture_config import MixtureConfig
+        return MixtureConfig
+    from flmtrain.recipe import Recipe
+    return Recipe
 
 
 @config_app.command("show")

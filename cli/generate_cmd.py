@@ -1,16 +1,38 @@
-"""`flm` commands: generate."""
+"""`flm generate`: continue prompts with a trained (or grown) checkpoint."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.render import not_built
+from cli.render import console, emit_json, fail
 
 
 def generate(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory (runs/NAME/checkpoints/step-N).")],
+    prompt: Annotated[list[str], typer.Option(help="A prompt to continue; repeat for several.")],
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer directory; default: the one that made the "
+                                                         "checkpoint's training data (from its manifest).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt at most.")] = 48,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = all).")] = 40,
+    seed: Annotated[int, typer.Option(help="Sampling seed (same seed, same text).")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
-    """Generate text from a checkpoint given a prompt."""
-    not_built("generation", issue=11)
+    """Generate text from a checkpoint given one or more prompts."""
+    from flmtrain.checkpoint import CheckpointError
+    from flmtrain.generate import generate as run_generate
+
+    try:
+        results = run_generate(checkpoint, prompt, tokenizer_dir=tokenizer, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_k=top_k, seed=seed)
+    except (CheckpointError, ValueError, OSError) as err:
+        fail(str(err))
+    if json_:
+        emit_json({"checkpoint": str(checkpoint), "generations": [asdict(r) for r in results]})
+        return
+    for r in results:
+        console.print(f"[bold]{r.prompt}[/]{r.text}", highlight=False)

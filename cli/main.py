@@ -13,7 +13,7 @@ from cli import (
     data_tokenize,
     generate_cmd,
     grow_cmd,
-    quickstart,
+    run_cmd,
     train_cmd,
 )
 from cli.config_cmd import config_app
@@ -40,7 +40,7 @@ app.command("train")(train_cmd.train)
 app.command("eval")(train_cmd.evaluate)
 app.command("grow")(grow_cmd.grow)
 app.command("generate")(generate_cmd.generate)
-app.command("quickstart")(quickstart.quickstart)
+app.command("run")(run_cmd.run)
 
 
 @app.callback()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 _owned_group = False
+_excepthook_before = sys.excepthook
+"""torch wraps sys.excepthook at every init_process_group (a "[rankN]:" prefix); restored on destroy."""
 """True when init_parallel created the process group (and so destroy_parallel ends it)."""
 
 
@@ -48,7 +51,8 @@ def seed_everything(seed: int) -> None:
 
 
 def _init_process_group(backend: str) -> None:
-    global _owned_group
+    global _owned_group, _excepthook_before
+    _excepthook_before = sys.excepthook
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         dist.init_process_group(backend=backend)
     else:  # one process: a store on a free localhost port
@@ -88,4 +92,5 @@ def destroy_parallel() -> None:
         parallel_state.destroy_model_parallel()
     if _owned_group and dist.is_initialized():
         dist.destroy_process_group()
+        sys.excepthook = _excepthook_before
     _owned_group = False

@@ -1,0 +1,98 @@
+"""`flm run RECIPE`: chain every stage (prepare, tokenize, train, grow, evaluate, generate)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.render import console, emit_json, err_console, fail, progress_bars
+
+
+def run(
+    recipe: Annotated[str, typer.Argument(help="A bundled recipe name under configs/recipes/ or a YAML path.")]
+    = "quickstart",
+    out: Annotated[Path, typer.Option(help="Where every artefact goes (raw, clean, tokenizer, tokens, runs).")]
+    = Path("work/quickstart"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every stage (delete --out first).")] = False,
+    stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all, in order).")]
+    = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key, e.g. train.steps=100.")]
+    = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """Run a recipe end to end; `flm run quickstart` does it on the bundled sample corpus in minutes.
+
+    Finished stages are skipped on a rerun (each records its result under OUT/.recipe/); --fresh redoes all.
+    """
+    from flmconfig import ConfigError
+    from flmtrain.recipe import STAGES, RecipeRun, load_recipe
+    from flmtrain.recipe import fresh as remove_outputs
+
+    try:
+        cfg = load_recipe(recipe, set_ or [])
+    except ConfigError as err:
+        fail(str(err))
+    if fresh:
+        remove_outputs(out)
+    selected = tuple(s.strip() for s in stages.split(",")) if stages else STAGES
+    started: dict[str, float] = {}
+
+    def on_stage(name: str, event: str) -> None:
+        if json_:
+            return
+        if event == "start":
+            started[name] = time.perf_counter()
+            err_console.rule(f"[bold]{name}")
+        elif event == "skip":
+            err_console.print(f"[dim]{name}: done in an earlier run, skipped[/]")
+        else:
+            err_console.print(f"[green]{name}[/] done in {time.perf_counter() - started[name]:.1f} s")
+
+    def on_step(metrics: dict[str, Any]) -> None:
+        if not json_ and metrics.get("step", 0) % 50 == 0 and metrics.get("loss") is not None:
+            err_console.print(f"  step {metrics['step']:>5}  loss {metrics['loss']:.4f}", highlight=False)
+
+    try:
+        with progress_bars(enabled=not json_) as bars:
+            summary = RecipeRun(cfg, out, progress=bars, on_stage=on_stage, on_step=on_step).run(selected)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+        fail(f"{err}\n(rerun the same command to resume from the last finished stage)")
+    if json_:
+        emit_json(summary)
+        return
+    render_summary(summary)
+
+
+def render_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"flm run {summary['recipe']}: summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    docs = summary.get("documents") or {}
+    if docs:
+        table.add_row("documents", f"{docs.get('docs_kept'):,} kept of {docs.get('docs_in'):,} "
+                                   f"({docs.get('bytes_kept', 0) / 1e6:.2f} of {docs.get('bytes_in', 0) / 1e6:.2f} MB)")
+        dropped = summary.get("dropped") or {}
+        top = sorted(dropped.items(), key=lambda kv: -kv[1])[:5]
+        table.add_row("dropped (top reasons)", ", ".join(f"{k}: {v}" for k, v in top))
+    if summary.get("tokens") is not None:
+        table.add_row("tokens", f"{summary['tokens']:,}")
+    for key in ("train", "train_grown"):
+        if key in summary:
+            r = summary[key]
+            table.add_row(key, f"step {r['step']}, loss {r['loss']:.4f}, val loss {r['val_loss'] or float('nan'):.4f}")
+    if "growth" in summary:
+        g = summary["growth"]
+        table.add_row("growth continuity", f"val loss {g['val_loss_before']:.4f} -> {g['val_loss_after']:.4f} "
+                                           f"({g['relative_change'] * 100:.3f}% change)")
+    for gen in summary.get("generations", []):
+        table.add_row("generate", f"[bold]{gen['prompt']}[/]{gen['text']}")
+    if "loss_plot" in summary:
+        table.add_row("loss curve", summary["loss_plot"])
+    table.add_row("time per stage", ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items() if v))
+    for name, path in summary["artefacts"].items():
+        table.add_row(name, path)
+    console.print(table)

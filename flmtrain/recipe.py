@@ -1,0 +1,330 @@
+"""A recipe: every stage of the suite, chained, from raw text to a grown, trained, evaluated model.
+
+`flm run quickstart` runs the bundled recipe on the sample corpus; the same file with real paths
+and stages is the shape of the real run. Each stage calls the same library functions as its own
+command, writes its result to `<out>/.recipe/<stage>.json`, and is skipped when that file exists,
+so a rerun picks up where the last one stopped (the stages resume on their own inside, too).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flmconfig import find_config, load_config
+from flmtrain.config import StageConfig
+
+Progress = Callable[[str, float, "float | None"], None]
+OnStage = Callable[[str, str], None]
+"""Called with (stage name, "start" | "skip" | "done")."""
+
+STAGES = ("raw", "prepare", "tokenizer", "tokenize", "mixture", "train", "grow", "train_grown", "evaluate",
+          "generate", "report")
+RESULTS_DIR = ".recipe"
+
+
+@dataclass
+class DataRecipe:
+    pile: Path = Path("data/sample/raw/pile")
+    """A folder of Pile-format *.jsonl.zst files (what `flm data download pile` writes)."""
+    wudao: Path = Path("data/sample/raw/wudao")
+    """WuDao JSON arrays, archives or a folder of them (what `flm data download wudao --from` reads)."""
+    workers: int = 2
+    pile_pipeline: str = "pile"
+    wudao_pipeline: str = "wudao"
+    pipeline_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TokenizerRecipe:
+    vocab_size: int = 100256
+    allow_smaller: bool = False
+    backend: str = "hf"
+
+
+@dataclass
+class MixRecipe:
+    weights: dict[str, float] = field(default_factory=lambda: {"pile": 0.7, "wudao": 0.3})
+    seq_len: int | None = None
+    valid_fraction: float = 0.01
+    seed: int = 1234
+
+
+@dataclass
+class TrainRecipe:
+    stage: str = "tiny"
+    steps: int = 300
+    overrides: list[str] = field(default_factory=list)
+    grow_to: str = "tiny-grown"
+    ramp_steps: int = 50
+    grown_steps: int = 200
+    """Steps trained after growth (on top of `steps`)."""
+    eval_batches: int = 16
+
+
+@dataclass
+class Recipe:
+    name: str = "quickstart"
+    data: DataRecipe = field(default_factory=DataRecipe)
+    tokenizer: TokenizerRecipe = field(default_factory=TokenizerRecipe)
+    mixture: MixRecipe = field(default_factory=MixRecipe)
+    train: TrainRecipe = field(default_factory=TrainRecipe)
+    prompts: list[str] = field(default_factory=lambda: ["The Debian package manager", "中文"])
+    max_new_tokens: int = 40
+
+
+def plain(obj: Any) -> Any:
+    """JSON-ready view of a stage's result (dataclasses, paths)."""
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return plain(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+class RecipeRun:
+    """Runs a recipe's stages in order into `out`, recording each stage's result and time."""
+
+    def __init__(self, recipe: Recipe, out: Path, *, progress: Progress | None = None,
+                 on_stage: OnStage | None = None, on_step: Callable[[dict], None] | None = None) -> None:
+        self.recipe = recipe
+        self.out = Path(out)
+        self.progress: Progress = progress or (lambda label, done, total: None)
+        self.on_stage = on_stage or (lambda name, event: None)
+        self.on_step = on_step
+        self.results: dict[str, dict[str, Any]] = {}
+
+    # Paths of the on-disk contract between stages.
+    raw = property(lambda self: self.out / "raw")
+    clean = property(lambda self: self.out / "clean")
+    tokenizer_dir = property(lambda self: self.out / "tokenizer")
+    tokens = property(lambda self: self.out / "tokens")
+    mixture_path = property(lambda self: self.out / "mixture.yaml")
+    runs = property(lambda self: self.out / "runs")
+
+    def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        (self.out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+        for name in STAGES:
+            if name not in stages:
+                continue
+            marker = self.out / RESULTS_DIR / f"{name}.json"
+            if marker.exists():
+                self.results[name] = json.loads(marker.read_text(encoding="utf-8"))
+                self.on_stage(name, "skip")
+                continue
+            self.on_stage(name, "start")
+            start = time.perf_counter()
+            result = plain(getattr(self, f"stage_{name}")())
+            result["seconds"] = round(time.perf_counter() - start, 2)
+            self.results[name] = result
+            marker.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            self.on_stage(name, "done")
+        return self.summary()
+
+    def stage_raw(self) -> dict[str, Any]:
+        """Raw corpora in the downloader's layout: Pile files as published, WuDao converted to shards."""
+        from pipelines.wudao import convert
+
+        pile_out = self.raw / "pile"
+        pile_out.mkdir(parents=True, exist_ok=True)
+        files = sorted(Path(self.recipe.data.pile).glob("*.jsonl.zst"))
+        if not files:
+            raise FileNotFoundError(f"{self.recipe.data.pile}: no *.jsonl.zst files")
+        for path in files:
+            shutil.copy2(path, pile_out / path.name)
+        report = convert(Path(self.recipe.data.wudao), self.raw / "wudao", progress=self.progress)
+        return {"pile_files": len(files), "wudao": report}
+
+    def stage_prepare(self) -> dict[str, Any]:
+        from pipelines.config import PipelineConfig
+        from pipelines.prepare.run import prepare
+
+        data = self.recipe.data
+        overrides = [*data.pipeline_overrides, f"executor.workers={data.workers}"]
+        configs = [load_config(PipelineConfig, find_config(name, "pipelines"), overrides)
+                   for name in (data.pile_pipeline, data.wudao_pipeline)]
+        return prepare(configs, self.raw, self.clean, progress=self.progress).to_dict()
+
+    def stage_tokenizer(self) -> dict[str, Any]:
+        from pipelines.tokenize import train_from_clean
+        from tokenizer.train import TrainConfig
+
+        tok = self.recipe.tokenizer
+        config = TrainConfig(vocab_size=tok.vocab_size, allow_smaller=tok.allow_smaller, backend=tok.backend)
+        return train_from_clean(self.clean, self.tokenizer_dir, config, overwrite=True, progress=self.progress)
+
+    def stage_tokenize(self) -> dict[str, Any]:
+        from pipelines.tokenize import tokenize_corpus
+
+        return tokenize_corpus(self.clean, self.tokens, self.tokenizer_dir, workers=self.recipe.data.workers,
+                               command=f"flm run {self.recipe.name}", progress=self.progress)
+
+    def stage_mixture(self) -> dict[str, Any]:
+        mix = self.recipe.mixture
+        mixture = {"seed": mix.seed, "valid_fraction": mix.valid_fraction,
+                   "sources": [{"name": name, "path": str((self.tokens / name).resolve()), "weight": weight}
+                               for name, weight in mix.weights.items()]}
+        if mix.seq_len is not None:
+            mixture["seq_len"] = mix.seq_len
+        self.mixture_path.write_text(yaml.safe_dump(mixture, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return {"path": str(self.mixture_path), **mixture}
+
+    def _mixture_cfg(self) -> Any:
+        from flmtrain.mixture_config import MixtureConfig
+
+        return load_config(MixtureConfig, self.mixture_path)
+
+    def _stage(self, name: str) -> StageConfig:
+        return load_config(StageConfig, find_config(name, "stages"), self.recipe.train.overrides)
+
+    def stage_train(self) -> dict[str, Any]:
+        from flmtrain.train import train
+
+        t = self.recipe.train
+        return train(self._stage(t.stage), self._mixture_cfg(), self.runs / t.stage, steps=t.steps,
+                     progress=self.progress, on_step=self.on_step)
+
+    def stage_grow(self) -> dict[str, Any]:
+        from flmtrain.checkpoint import latest_checkpoint
+        from flmtrain.evaluate import evaluate_checkpoint
+        from flmtrain.growth.checkpoint import grow_checkpoint
+
+        t = self.recipe.train
+        src = latest_checkpoint(self.runs / t.stage / "checkpoints")
+        if src is None:
+            raise FileNotFoundError(f"{self.runs / t.stage}: no checkpoint to grow")
+        out = self.runs / "grown-init" / src.name
+        shutil.rmtree(out, ignore_errors=True)  # a half-written growth from an interrupted run
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = grow_checkpoint(src, self._stage(t.grow_to), out, ramp_steps=t.ramp_steps, progress=self.progress)
+        before = evaluate_checkpoint(src, max_batches=t.eval_batches)
+        after = evaluate_checkpoint(out, max_batches=t.eval_batches)
+        return {"from": str(src), "to": str(out), "record": record, "val_loss_before": before.val_loss,
+                "val_loss_after": after.val_loss,
+                "relative_change": abs(after.val_loss - before.val_loss) / before.val_loss}
+
+    def stage_train_grown(self) -> dict[str, Any]:
+        from flmtrain.train import train
+
+        t = self.recipe.train
+        grown = Path(self.results["grow"]["to"]) if "grow" in self.results else None
+        run_dir = self.runs / t.grow_to
+        resume = "latest" if (run_dir / "checkpoints").exists() or grown is None else str(grown)
+        stage = self._stage(t.grow_to)
+        return train(stage, self._mixture_cfg(), run_dir, steps=t.steps + t.grown_steps, resume=resume,
+                     progress=self.progress, on_step=self.on_step)
+
+    def stage_evaluate(self) -> dict[str, Any]:
+        from flmtrain.checkpoint import latest_checkpoint
+        from flmtrain.evaluate import evaluate_checkpoint
+
+        t = self.recipe.train
+        results = {}
+        for run in (t.stage, t.grow_to):
+            ckpt = latest_checkpoint(self.runs / run / "checkpoints")
+            if ckpt is not None:
+                results[run] = evaluate_checkpoint(ckpt, max_batches=t.eval_batches)
+        return results
+
+    def stage_generate(self) -> dict[str, Any]:
+        from flmtrain.checkpoint import latest_checkpoint
+        from flmtrain.generate import generate
+
+        ckpt = latest_checkpoint(self.runs / self.recipe.train.grow_to / "checkpoints")
+        if ckpt is None:
+            raise FileNotFoundError(f"{self.runs / self.recipe.train.grow_to}: no checkpoint to generate from")
+        gens = generate(ckpt, list(self.recipe.prompts), tokenizer_dir=self.tokenizer_dir,
+                        max_new_tokens=self.recipe.max_new_tokens)
+        return {"checkpoint": str(ckpt), "generations": gens}
+
+    def stage_report(self) -> dict[str, Any]:
+        """Loss curves of both runs, growth marked, as numbers and a PNG."""
+        curves = {run: read_losses(self.runs / run / "metrics.jsonl")
+                  for run in (self.recipe.train.stage, self.recipe.train.grow_to)}
+        png = self.out / "loss.png"
+        plot_losses(curves, png, grow_step=self.recipe.train.steps)
+        return {"plot": str(png), "curves": {k: v[-1:] for k, v in curves.items()}}
+
+    def summary(self) -> dict[str, Any]:
+        r = self.results
+        out: dict[str, Any] = {"recipe": self.recipe.name, "out": str(self.out.resolve()),
+                               "seconds": {k: v.get("seconds") for k, v in r.items()}}
+        if "prepare" in r:
+            prep = r["prepare"]
+            out["documents"] = {k: prep[k] for k in ("docs_in", "docs_kept", "bytes_in", "bytes_kept")}
+            out["dropped"] = prep["dropped"]
+        if "tokenize" in r:
+            out["tokens"] = r["tokenize"].get("tokens")
+        for key in ("train", "train_grown"):
+            if key in r:
+                out[key] = {k: r[key].get(k) for k in ("step", "loss", "val_loss", "checkpoint")}
+        if "grow" in r:
+            out["growth"] = {k: r["grow"][k] for k in ("val_loss_before", "val_loss_after", "relative_change")}
+        if "evaluate" in r:
+            out["val_loss"] = {k: v.get("val_loss") for k, v in r["evaluate"].items() if isinstance(v, dict)}
+        if "generate" in r:
+            out["generations"] = r["generate"]["generations"]
+        if "report" in r:
+            out["loss_plot"] = r["report"]["plot"]
+        out["artefacts"] = {name: str(getattr(self, name).resolve())
+                            for name in ("raw", "clean", "tokenizer_dir", "tokens", "mixture_path", "runs")}
+        return out
+
+
+def read_losses(path: Path) -> list[tuple[int, float]]:
+    """(step, loss) pairs of a run's metrics.jsonl (the last value of a step wins on resume)."""
+    if not path.exists():
+        return []
+    by_step: dict[int, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if rec.get("loss") is not None and "step" in rec:
+            by_step[int(rec["step"])] = float(rec["loss"])
+    return sorted(by_step.items())
+
+
+def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, grow_step: int | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in curves.items():
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, label=name)
+    if grow_step is not None:
+        ax.axvline(grow_step, color="grey", linestyle="--", label="growth")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def load_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    return load_config(Recipe, find_config(name, "recipes"), list(overrides))
+
+
+def fresh(out: Path) -> None:
+    """Remove a previous run's outputs (for --fresh)."""
+    if Path(out).exists():
+        shutil.rmtree(out)
+
