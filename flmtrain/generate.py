@@ -69,6 +69,7 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], *, vocab_size: 
 def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None = None, max_new_tokens: int = 48,
              temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> list[Generation]:
     """Load a checkpoint (grown ones included) and continue each prompt."""
+    from flmtrain.growth import resume_ramp
     from flmtrain.model import build_model
     from tokenizer.load import load_tokenizer
 
@@ -83,6 +84,7 @@ def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None
     with distributed(stage, seed=seed):
         model = build_model(stage.model, vocab_size=stage.model.vocab_size)
         load_checkpoint(checkpoint, model=model)
+        resume_ramp(model, meta.get("growth_history", []), int(meta["step"]))  # masks of a growth still ramping
         model.eval()
         for prompt in prompts:
             new = sample_tokens(model, tokenizer.encode(prompt), vocab_size=tokenizer.vocab_size,
