@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import typer
 
@@ -48,6 +49,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug
     """flm: from raw Pile + WuDao text to a trained, grown bilingual model."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # megatron-core warns at import about optional CUDA extensions (Apex, TE) it lacks
+        warnings.filterwarnings("ignore", module=r"megatron\.")
 
 
 if __name__ == "__main__":
