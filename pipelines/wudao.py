@@ -24,9 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-import zstandard
-
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float, float | None], None]
@@ -299,6 +296,10 @@ class _ShardWriter:
     """Writes documents to numbered jsonl.zst shards of `shard_docs` each."""
 
     def __init__(self, out_dir: Path, shard_docs: int) -> None:
+        import orjson  # data-path libraries load on use: `flm` must start on a training-only GPU image
+        import zstandard
+
+        self.dumps = orjson.dumps
         self.out_dir, self.shard_docs = out_dir, shard_docs
         self.cctx = zstandard.ZstdCompressor(level=3)
         self.names: list[str] = []
@@ -310,7 +311,7 @@ class _ShardWriter:
             name = f"{SHARD_PREFIX}{len(self.names):05d}.jsonl.zst"
             self.names.append(name)
             self.stream = self.cctx.stream_writer(open(self.out_dir / name, "wb"), closefd=True)  # noqa: SIM115
-        self.stream.write(orjson.dumps(record) + b"\n")
+        self.stream.write(self.dumps(record) + b"\n")
         self.count += 1
         if self.count % self.shard_docs == 0:
             self.close()

@@ -45,3 +45,14 @@ def test_config_show_bad_key_is_clear_error() -> None:
 def test_config_show_unknown_name() -> None:
     result = runner.invoke(app, ["config", "show", "nope"])
     assert result.exit_code == 1 and "available:" in result.output
+
+
+def test_startup_loads_no_heavy_or_data_only_libraries() -> None:
+    """`flm` must start fast and on the GPU image, which lacks the data-path libraries."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli.main; "
+            "print(','.join(m for m in ('torch', 'datatrove', 'orjson', 'zstandard') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
