@@ -90,6 +90,8 @@ def render_summary(summary: dict[str, Any]) -> None:
                                            f"({g['relative_change'] * 100:.3f}% change)")
     for gen in summary.get("generations", []):
         table.add_row("generate", f"[bold]{gen['prompt']}[/]{gen['text']}")
+    for run, points in summary.get("loss_curve", {}).items():
+        table.add_row(f"loss ({run})", "  ".join(f"{step}:{loss:.2f}" for step, loss in points))
     if "loss_plot" in summary:
         table.add_row("loss curve", summary["loss_plot"])
     table.add_row("time per stage", ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items() if v))

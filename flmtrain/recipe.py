@@ -257,7 +257,10 @@ class RecipeRun:
                   for run in (self.recipe.train.stage, self.recipe.train.grow_to)}
         png = self.out / "loss.png"
         plot_losses(curves, png, grow_step=self.recipe.train.steps)
-        return {"plot": str(png), "curves": {k: v[-1:] for k, v in curves.items()}}
+        every = max(1, (self.recipe.train.steps + self.recipe.train.grown_steps) // 10)
+        sampled = {run: [(step, round(loss, 4)) for step, loss in points if step % every == 0 or step == 1]
+                   for run, points in curves.items()}
+        return {"plot": str(png), "curves": sampled}
 
     def summary(self) -> dict[str, Any]:
         r = self.results
@@ -280,6 +283,7 @@ class RecipeRun:
             out["generations"] = r["generate"]["generations"]
         if "report" in r:
             out["loss_plot"] = r["report"]["plot"]
+            out["loss_curve"] = r["report"]["curves"]
         out["artefacts"] = {name: str(getattr(self, name).resolve())
                             for name in ("raw", "clean", "tokenizer_dir", "tokens", "mixture_path", "runs")}
         return out
