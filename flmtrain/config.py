@@ -36,6 +36,10 @@ class KernelConfig:
     fused_loss: bool = True
     """Output layer + cross-entropy in token chunks, gradients taken in the forward pass, so the
     [tokens, vocab] logits are never kept (flmtrain.fused_loss); megatron's loss when tp > 1."""
+    fuse_wgrad: bool = True
+    """bf16 weight gradients accumulated into megatron's fp32 main_grad by the GEMM itself (torch.addmm with
+    out_dtype, standing in for apex's fused_weight_gradient_mlp_cuda): no bf16 gradient + add per micro-batch.
+    Used only where this torch can do it (checked once on the GPU)."""
     attention: Literal["auto", "cudnn", "flash", "efficient", "math"] = "auto"
     """SDPA kernel: auto tries cuDNN, then flash, memory-efficient and math (the first that accepts the inputs)."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import torch
@@ -53,7 +53,11 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-_rms_norm_compiled = torch.compile(F.rms_norm, dynamic=True)
+def _rms_norm(x: torch.Tensor, shape: tuple[int, ...], weight: torch.Tensor | None, eps: float | None) -> torch.Tensor:
+    return F.rms_norm(x, shape, weight, eps)
+
+
+_rms_norm_compiled = torch.compile(_rms_norm)
 
 
 class CompiledRMSNorm(torch.nn.RMSNorm):
@@ -86,10 +90,48 @@ class Norm:
         return norm
 
 
+class TorchWgradAccumulation:
+    """apex's fused_weight_gradient_mlp_cuda API in torch: main_grad += grad_output^T @ input, the bf16 GEMM
+    accumulating straight into the fp32 gradient (megatron's gradient_accumulation_fusion calls these)."""
+
+    @staticmethod
+    def wgrad_gemm_accum_fp32(inputs: torch.Tensor, grad_output: torch.Tensor, main_grad: torch.Tensor) -> None:
+        torch.addmm(main_grad, grad_output.t(), inputs, out_dtype=torch.float32, out=main_grad)
+
+    @staticmethod
+    def wgrad_gemm_accum_fp16(inputs: torch.Tensor, grad_output: torch.Tensor, main_grad: torch.Tensor) -> None:
+        main_grad.addmm_(grad_output.t(), inputs)
+
+
+@lru_cache(maxsize=1)
+def wgrad_fusion_available() -> bool:
+    """Whether megatron can fuse weight-gradient accumulation here: apex, or torch.addmm accumulating
+    bf16 products into fp32 in place on this GPU (installed into megatron in its place when it works)."""
+    from megatron.core.tensor_parallel import layers
+
+    if layers._grad_accum_fusion_available:
+        return True
+    if not torch.cuda.is_available():
+        return False
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a, b = (torch.randn(64, 48, device="cuda", generator=g).to(torch.bfloat16) for _ in range(2))
+    acc = torch.randn(48, 48, device="cuda", generator=g)
+    expected = acc + a.float().t() @ b.float()
+    try:
+        TorchWgradAccumulation.wgrad_gemm_accum_fp32(b, a, acc)
+    except (RuntimeError, TypeError):
+        return False
+    if not torch.allclose(acc, expected, rtol=1e-3, atol=1e-3):
+        return False
+    layers.fused_weight_gradient_mlp_cuda = TorchWgradAccumulation
+    layers._grad_accum_fusion_available = True
+    return True
+
+
 def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dtype: torch.dtype = torch.float32,
                        sequence_parallel: bool = False) -> TransformerConfig:
-    """megatron-core's TransformerConfig for `cfg`, with the μP init; of megatron's fusions only its
-    compiled SwiGLU, on GPU when cfg.kernels.compile (the others need apex or Transformer Engine)."""
+    """megatron-core's TransformerConfig for `cfg`, with the μP init; of megatron's fusions its compiled
+    SwiGLU (cfg.kernels.compile) and weight-gradient accumulation (cfg.kernels.fuse_wgrad), on GPU."""
     hidden_std = cfg.init_std / math.sqrt(width_mult(cfg)) if cfg.mup.enabled else cfg.init_std
     compiled = _compiled(cfg)
     return TransformerConfig(
@@ -121,7 +163,8 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
         bias_dropout_fusion=False,
         masked_softmax_fusion=False,
         persist_layer_norm=False,
-        gradient_accumulation_fusion=False,
+        gradient_accumulation_fusion=(cfg.kernels.fuse_wgrad and params_dtype in (torch.bfloat16, torch.float16)
+                                      and wgrad_fusion_available()),
         apply_rope_fusion=False,
         cross_entropy_loss_fusion=False,
         apply_query_key_layer_scaling=False,
