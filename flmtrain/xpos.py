@@ -61,7 +61,7 @@ def _rotate(q: torch.Tensor, k: torch.Tensor, cos_q: torch.Tensor, sin_q: torch.
     return q * cos_q + _rotate_half(q) * sin_q, k * cos_k + _rotate_half(k) * sin_k
 
 
-_rotate_compiled = torch.compile(_rotate, dynamic=True)
+_rotate_compiled = torch.compile(_rotate)
 """The same rotation as one fused kernel per direction (GPU; compiled at first use)."""
 
 
