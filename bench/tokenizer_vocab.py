@@ -8,7 +8,8 @@ Documents with at least 25% CJK characters go to `zh`, the rest to `en`. It is t
 prepared Pile + WuDao until those exist; it proves that `--vocab 100256` trains exactly and that the
 fast path stays bit-identical at that size, not the quality of the vocabulary.
 
-Prints ONE JSON line: corpus size, training time, vocab and merges reached, tokenize throughput.
+Prints ONE JSON line: corpus size, training time and peak memory (of this process, where training
+runs), vocab and merges reached, and the throughput of tokenizing the whole corpus with it.
 
     python bench/tokenizer_vocab.py --work /tmp/flm-vocab [--vocab 100256] [--sample-mb 1024] [--workers 2]
 """
@@ -21,7 +22,9 @@ import gzip
 import json
 import os
 import re
+import resource
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -38,7 +41,8 @@ from tokenizer import TrainConfig  # noqa: E402
 
 DOC_ROOTS = (Path("/usr/share/doc"), Path("/usr/share/debian-reference"), Path("/usr/share/games/fortunes"))
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
-PER_SHARD = 16384
+SHARD_BYTES = 32 << 20
+"""Text per clean file: these documents average ~30 kB, so 16384 per file would make one giant file."""
 MAX_FILE = 50 << 20
 
 
@@ -101,6 +105,7 @@ def local_documents() -> Iterator[tuple[str, str]]:
 def build_corpus(out: Path) -> dict:
     """Write the local documents as CLEAN/<lang>/NNNNN.jsonl.zst; counts per language."""
     writers: dict[str, list[bytes]] = {"en": [], "zh": []}
+    pending = dict.fromkeys(writers, 0)
     counts = {lang: {"documents": 0, "bytes": 0, "files": 0} for lang in writers}
 
     def flush(lang: str) -> None:
@@ -109,6 +114,7 @@ def build_corpus(out: Path) -> dict:
         path.write_bytes(zstandard.ZstdCompressor(level=3).compress(b"".join(writers[lang])))
         counts[lang]["files"] += 1
         writers[lang].clear()
+        pending[lang] = 0
 
     for name, text in local_documents():
         cjk = len(CJK.findall(text))
@@ -116,7 +122,8 @@ def build_corpus(out: Path) -> dict:
         writers[lang].append(orjson.dumps({"text": text, "id": name, "source": lang, "meta": {}}) + b"\n")
         counts[lang]["documents"] += 1
         counts[lang]["bytes"] += len(text.encode("utf-8"))
-        if len(writers[lang]) == PER_SHARD:
+        pending[lang] += len(writers[lang][-1])
+        if pending[lang] >= SHARD_BYTES:
             flush(lang)
     for lang in writers:
         if writers[lang]:
@@ -133,9 +140,14 @@ def main() -> None:
     args = parser.parse_args()
     clean, tok_dir, tokens = args.work / "clean", args.work / f"tokenizer-{args.vocab}", args.work / "tokens"
 
+    counts = args.work / "corpus.json"
     start = time.perf_counter()
-    corpus = build_corpus(clean) if not clean.exists() else {"reused": str(clean)}
-    build_s = time.perf_counter() - start
+    if not counts.exists():  # the corpus is built once per --work; tokenizer and shards are made afresh
+        shutil.rmtree(clean, ignore_errors=True)
+        counts.write_text(json.dumps({**build_corpus(clean), "build_s": round(time.perf_counter() - start, 1)}))
+    corpus = json.loads(counts.read_text())
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    shutil.rmtree(tokens, ignore_errors=True)
     start = time.perf_counter()
     meta = train_from_clean(clean, tok_dir, TrainConfig(vocab_size=args.vocab, sample_bytes=int(args.sample_mb * 1e6)))
     train_s = time.perf_counter() - start
@@ -146,13 +158,14 @@ def main() -> None:
         "special_ids": meta.special_ids, "content_hash": meta.content_hash[:16],
         "corpus": corpus, "sample": {k: meta.corpus[k] for k in ("sample_docs", "sample_bytes", "seen_docs",
                                                                   "seen_bytes", "sources")},
-        "build_corpus_s": round(build_s, 1), "train_s": round(train_s, 1),
+        "train_s": round(train_s, 1),
         "tokenize": {"engine": result.engine, "fallback_reason": result.fallback_reason,
                      "documents": result.documents, "tokens": result.tokens, "text_bytes": result.text_bytes,
                      "bytes_per_token": round(result.text_bytes / result.tokens, 3),
                      "seconds": round(result.seconds, 1),
                      "mb_per_s": round(result.mb_per_s, 2), "tokens_per_s": round(result.tokens_per_s),
                      "skipped": result.skipped, "per_source": {k: v.__dict__ for k, v in result.sources.items()}},
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "workers": args.workers, "cpu_count": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
         "command": shlex.join(["python", *sys.argv]),
     }
