@@ -55,7 +55,8 @@ def train_tokenizer(docs: Iterable[tuple[str, str]], out_dir: Path | str, config
     config.validate()
     out_dir = Path(out_dir)
     if (out_dir / "meta.json").exists() and not overwrite:
-        raise TokenizerError(f"{out_dir}: already holds a tokenizer (meta.json); choose another directory or overwrite")
+        raise TokenizerError(f"{out_dir}: already holds a tokenizer (meta.json); choose another directory "
+                             "or overwrite it (--overwrite)")
     sample = sample_by_bytes(docs, config.sample_bytes, config.seed)
     if not sample.texts:
         raise TokenizerError("the training corpus has no documents")
