@@ -12,8 +12,6 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import xxhash
-
 
 @dataclass
 class CorpusSample:
@@ -42,6 +40,8 @@ def sample_by_bytes(docs: Iterable[tuple[str, str]], budget_bytes: int, seed: in
     can enter again; that rule is what makes the result order-independent. Kept texts are returned
     in key order, which is a seeded shuffle of the corpus.
     """
+    import xxhash  # here, not at the top: the GPU image lacks it, and training (not loading) needs it
+
     if budget_bytes <= 0:
         raise ValueError(f"byte budget must be positive, got {budget_bytes}")
     heap: list[tuple[int, int, str, str]] = []  # (-key, size, source, text): a max-heap on key
