@@ -53,10 +53,6 @@ def loss_sum(model: torch.nn.Module, inputs: dict[str, torch.Tensor | None]) -> 
     return total, count
 
 
-def _is_finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 class CpuEngine:
     """fp32 on CPU; torch DDP when the data-parallel group has more than one rank."""
 
@@ -151,7 +147,8 @@ class MegatronEngine:
         precision = stage.train.precision
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
         self.precision = precision
-        module = build_model(stage.model, vocab_size=vocab_size, params_dtype=dtype).to(self.device)
+        module = build_model(stage.model, vocab_size=vocab_size, params_dtype=dtype,
+                             sequence_parallel=stage.parallel.sequence_parallel).to(self.device)
         config = module.config
         config.bf16, config.fp16 = precision == "bf16", precision == "fp16"
         self.module = module

@@ -47,9 +47,10 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], *, vocab_size: 
     """Autoregressive sampling; greedy when temperature is 0. Returns only the new ids (EOS excluded)."""
     ids = list(prompt_ids) or [eos_id]
     new: list[int] = []
+    device = next(model.parameters()).device
     for _ in range(max_new_tokens):
-        window = torch.tensor([ids[-seq_len:]], dtype=torch.long)
-        positions = torch.arange(window.shape[1], dtype=torch.long).unsqueeze(0)
+        window = torch.tensor([ids[-seq_len:]], dtype=torch.long, device=device)
+        positions = torch.arange(window.shape[1], dtype=torch.long, device=device).unsqueeze(0)
         logits = model(window, positions)[0, -1, :vocab_size].float()
         if temperature <= 0:
             next_id = int(torch.argmax(logits))

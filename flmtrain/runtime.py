@@ -72,6 +72,10 @@ def open_mixture(mixture_cfg: MixtureConfig, default_seq_len: int | None = None)
 def fit_stage(stage: StageConfig, mixture: Any) -> StageConfig:
     """The stage with the mixture's sequence length and the token shards' vocabulary."""
     stage = copy.deepcopy(stage)
+    cfg = mixture.cfg
+    if cfg.reset_position_ids and not cfg.reset_attention_mask and stage.model.position in ("xpos", "rope"):
+        raise ValueError(f"the mixture resets position ids but not the attention mask; {stage.model.position} "
+                         "positions are relative, so that alone changes nothing: set reset_attention_mask: true")
     if mixture.seq_len != stage.model.seq_len:
         log.info("sequence length %d from the mixture (stage default %d)", mixture.seq_len, stage.model.seq_len)
         stage.model.seq_len = mixture.seq_len

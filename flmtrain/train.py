@@ -152,6 +152,9 @@ class Trainer:
             self.stage = resume_stage(self.stage, read_meta(self.resumed_from))
             self.stage.train.steps = self.target
         self.engine = make_engine(self.stage, self.stage.model.vocab_size)
+        if self.stage.growth and self.engine.checkpoint_format != "torch":
+            raise ValueError(f"stage {self.stage.name!r} schedules in-place growth, which only the CPU engine "
+                             "supports; grow offline with `flm grow` (torch-format checkpoints) instead")
         if self.resumed_from is not None:
             self._load(self.resumed_from)
             self.ramp = resume_ramp(self.engine.module, self.growth_history, self.step)
@@ -190,6 +193,8 @@ class Trainer:
 
     def _grow_if_due(self) -> None:
         """Scheduled in-place growth (stage.growth at a token count): continue in the target stage."""
+        if self.ramp is not None and self.ramp.active:
+            return  # growing again mid-ramp would switch the previous growth's structure on at once
         entry = due_growth(self.stage, self.tokens_seen)
         if entry is None:
             return

@@ -209,7 +209,7 @@ def test_document_boundaries(data: dict) -> None:
             starts = [0] + [i + 1 for i in range(SEQ - 1) if seq[i] == EOS]
             expected = [i - max(s for s in starts if s <= i) for i in range(SEQ)]
             assert positions[row].tolist() == expected
-            allowed = mask[row, 0]
+            allowed = ~mask[row, 0]  # megatron's convention: True = blocked
             for i in (0, SEQ // 2, SEQ - 1):
                 owner = max(s for s in starts if s <= i)
                 assert allowed[i].nonzero().flatten().tolist() == list(range(owner, i + 1))

@@ -120,6 +120,22 @@ def test_document_mask_isolates_packed_documents() -> None:
     assert not torch.allclose(leaky, alone, rtol=1e-4, atol=1e-4)
 
 
+def test_loader_document_mask_feeds_the_model() -> None:
+    """The mixture loader's boundary mask (packed on EOS) has the model's convention: no leakage."""
+    from flmtrain.data.boundaries import attention_mask
+
+    eos = 499
+    first, second = tokens(1, 11, vocab=eos, seed=4), tokens(1, 20, vocab=eos, seed=5)
+    packed = torch.cat([first, torch.tensor([[eos]]), second], dim=1)
+    mask = torch.from_numpy(attention_mask(packed.numpy(), eos))
+    with torch.no_grad():
+        model = build_model(SMALL, seed=0).eval()
+        together = model(packed, None, mask)[:, 12:]
+        alone = model(second, None)
+    assert torch.isfinite(together).all()
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Plain causal softmax attention on [s, b, h, d] with xPos applied, GQA by repetition."""
     q, k = apply_xpos(q, k, offset=k.shape[0] - q.shape[0])

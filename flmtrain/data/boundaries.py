@@ -26,12 +26,12 @@ def position_ids(inputs: np.ndarray, eos_id: int) -> np.ndarray:
 
 
 def attention_mask(inputs: np.ndarray, eos_id: int) -> np.ndarray:
-    """bool [B, 1, L, L]: True where query i may attend to key j (j <= i, same document).
+    """bool [B, 1, L, L]: True where query i must NOT attend to key j (j > i, or another document).
 
-    This is the convention of torch's scaled_dot_product_attention (True = take part); Megatron's
-    masked_fill convention is its negation.
+    Megatron's convention (GPTModel's `attention_mask`, masked_fill where True), which the model's
+    call takes; torch's scaled_dot_product_attention convention is its negation.
     """
     doc = np.cumsum(document_starts(inputs, eos_id), axis=1)
     length = inputs.shape[1]
     causal = np.tril(np.ones((length, length), dtype=bool))
-    return ((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]
+    return ~((doc[:, :, None] == doc[:, None, :]) & causal)[:, None]

@@ -40,6 +40,7 @@ def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
     """The target stage on the source's tokenizer: vocabulary (fitted to the shards) carries over."""
     dst = copy.deepcopy(dst)
     dst.model.vocab_size = src.model.vocab_size
+    dst.model.seq_len = src.model.seq_len
     dst.model.vocab_pad_multiple = src.model.vocab_pad_multiple
     return dst
 
