@@ -166,6 +166,7 @@ class MegatronEngine:
             optimizer="adam", lr=optim.lr, min_lr=optim.min_lr, weight_decay=optim.weight_decay,
             adam_beta1=optim.beta1, adam_beta2=optim.beta2, adam_eps=optim.eps, clip_grad=0.0,
             bf16=precision == "bf16", fp16=precision == "fp16", params_dtype=dtype,
+            initial_loss_scale=2.0**16,  # fp16: megatron's 2**32 overflows for many steps, each one a skipped step
             use_distributed_optimizer=stage.parallel.distributed_optimizer)
         self.optimizer = get_megatron_optimizer(opt_config, [self.model], config_overrides=self._overrides(opt_config))
         for group in self.optimizer.param_groups:  # megatron's own scheduler would apply wd_mult; ours is LR-only
