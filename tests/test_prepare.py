@@ -489,3 +489,22 @@ echo "Submitted batch job $n"
     script = (Path(stages[0].logging_dir) / "launch_script.slurm").read_text()
     assert "#SBATCH --partition=cpu" in script and "#SBATCH --array=0-0" in script
 
+
+
+def test_reader_limit_counts_only_the_documents_it_yields(tmp_path: Path) -> None:
+    """datatrove's `limit` parses one document past it and discards it; that one must not count as in."""
+    from pipelines.prepare.readers import RawReader
+
+    raw = tmp_path / "pile"
+    raw.mkdir()
+    lines = [pile_line("one", "A", "1"), b'{"text": "bad', pile_line("two", "A", "2"), pile_line("three", "A", "3"),
+             pile_line("four", "A", "4")]
+    (raw / "00.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    reader = RawReader(str(raw), "pile", ["*.jsonl"], [], str(tmp_path / "work"), limit=2)
+    out = list(reader.run())
+    counts: dict[str, float] = {}
+    for key, stat in reader.stats.stats.items():
+        if key.startswith("flm|docs|"):
+            counts[key.split("|")[2]] = counts.get(key.split("|")[2], 0) + stat.total
+    assert [doc.id for doc in out] == ["1", "2"]
+    assert counts == {"in": 3, "drop": 1}  # in = yielded + dropped

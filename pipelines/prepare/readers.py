@@ -24,7 +24,7 @@ from datatrove.utils.logging import logger
 
 from pipelines.prepare.accounting import DROP, IN, record
 from pipelines.prepare.heartbeat import Heartbeat
-from pipelines.prepare.schema import UNKNOWN_SUBSET, make_document, text_bytes
+from pipelines.prepare.schema import BYTES_IN, SUBSET, UNKNOWN_SUBSET, make_document, text_bytes
 
 MALFORMED_JSON = "read/malformed_json"
 INVALID_UTF8 = "read/invalid_utf8"
@@ -160,6 +160,8 @@ class RawReader(BaseDiskReader):
         bad_path.parent.mkdir(parents=True, exist_ok=True)
         with bad_path.open("w", encoding="utf-8") as self._bad_log:
             for doc in self.read_files_shard(files):
+                # counted here, not when parsed: with `limit`, datatrove parses one document past it and discards it
+                record(self, IN, self.source, doc.metadata[SUBSET], doc.metadata[BYTES_IN])
                 self.update_doc_stats(doc)
                 yield doc
         self._heartbeat.beat(self._bytes_done, force=True)
@@ -239,9 +241,7 @@ class RawReader(BaseDiskReader):
             raise BadRecord(EMPTY_TEXT, "empty text", subset)
         if not isinstance(doc_id, (str, int)) or doc_id == "":
             doc_id = f"{self.source}/{filepath.rsplit('.json', 1)[0]}/{line_no}"
-        nbytes = text_bytes(text)
-        record(self, IN, self.source, subset, nbytes)
-        return make_document(text, str(doc_id), self.source, subset, meta, nbytes)
+        return make_document(text, str(doc_id), self.source, subset, meta, text_bytes(text))
 
     def _bad(self, filepath: str, line: int | str, reason: str, detail: str, nbytes: int,
              subset: str = UNKNOWN_SUBSET) -> None:
