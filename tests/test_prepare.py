@@ -25,7 +25,7 @@ from pipelines.prepare.assembly import build_stages
 from pipelines.prepare.executors import run_stages
 from pipelines.prepare.langid import LanguageId
 from pipelines.prepare.normalize import normalize_text
-from pipelines.prepare.plan import make_plan
+from pipelines.prepare.plan import PrepareError, make_plan
 from pipelines.prepare.quality import QualityFilters
 from pipelines.prepare.schema import make_document
 from pipelines.prepare.words import FastWordTokenizer
@@ -508,3 +508,13 @@ def test_reader_limit_counts_only_the_documents_it_yields(tmp_path: Path) -> Non
             counts[key.split("|")[2]] = counts.get(key.split("|")[2], 0) + stat.total
     assert [doc.id for doc in out] == ["1", "2"]
     assert counts == {"in": 3, "drop": 1}  # in = yielded + dropped
+
+
+def test_all_sources_do_not_read_a_folder_of_one_source_as_the_other(run, tmp_path: Path) -> None:
+    """RAW holding Pile files directly: with --source all, WuDao must not read them (a clear error instead)."""
+    corpus, _, _ = run
+    pile, wudao = configs()
+    with pytest.raises(PrepareError, match="no input folder for wudao"):
+        make_plan(wudao, corpus.root / "pile", tmp_path, single=False)
+    assert make_plan(pile, corpus.root / "pile", tmp_path, single=False).files  # named after its source
+    assert make_plan(wudao, corpus.root / "wudao", tmp_path).files

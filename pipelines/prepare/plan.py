@@ -56,18 +56,24 @@ class SourcePlan:
         return f"{self.work_dir}/progress/{name}"
 
 
-def resolve_input_dir(input_root: Path, source: str, cfg: PipelineConfig) -> Path:
-    """RAW/<source>/, or RAW itself when it directly holds this source's files."""
+def resolve_input_dir(input_root: Path, source: str, cfg: PipelineConfig, single: bool) -> Path:
+    """RAW/<source>/, or RAW itself when it directly holds this source's files.
+
+    RAW itself only when it is named after the source or `single` (one source being prepared): with
+    several sources, a folder of one source's files would otherwise be read as every source.
+    """
     nested = input_root / source
     if nested.is_dir():
         return nested
-    if input_root.is_dir() and list_inputs(str(input_root), cfg.reader.patterns, cfg.reader.exclude):
+    if ((single or input_root.name == source) and input_root.is_dir()
+            and list_inputs(str(input_root), cfg.reader.patterns, cfg.reader.exclude)):
         return input_root
     raise PrepareError(f"no input folder for {source}: {nested} does not exist")
 
 
-def make_plan(cfg: PipelineConfig, input_root: Path, out_root: Path) -> SourcePlan:
-    input_dir = resolve_input_dir(input_root, cfg.source, cfg).resolve()
+def make_plan(cfg: PipelineConfig, input_root: Path, out_root: Path, single: bool = True) -> SourcePlan:
+    """`single`: only this source is being prepared (then RAW may directly hold its files)."""
+    input_dir = resolve_input_dir(input_root, cfg.source, cfg, single).resolve()
     files = list_inputs(str(input_dir), cfg.reader.patterns, cfg.reader.exclude)
     if not files:
         raise PrepareError(f"no input files for {cfg.source} under {input_dir} matching "

@@ -111,7 +111,7 @@ def prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
     start = time.perf_counter()
     jobs = []
     for cfg in configs:
-        plan = make_plan(cfg, Path(input_root), Path(out_root))
+        plan = make_plan(cfg, Path(input_root), Path(out_root), single=len(configs) == 1)
         claim_work_dir(cfg, plan)
         jobs.append((cfg, plan))
     submitted = execute(jobs, Path(out_root) / WORK_DIR / "prepare.log", progress)
