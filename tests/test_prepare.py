@@ -236,7 +236,7 @@ class Corpus:
             files[(i + i // 20) % 2].append(pile_line(docs[f"en{i}"], "Wikipedia (en)", copy))
             self.exact.append([f"en{i}", copy])
         files[0] += [pile_line(EN_TECHNICAL, "StackExchange", "stackexchange"),
-                     pile_line(EN_PAPER, "ArXiv", "arxiv"), pile_line(CODE, "Github", "code"),
+                     pile_line(EN_PAPER.replace("\n", "\r\n"), "ArXiv", "arxiv"), pile_line(CODE, "Github", "code"),
                      pile_line(CODE_GENERATED, "Github", "generated"), pile_line(EN_BOILERPLATE, "Pile-CC", "nav")]
         self.distinct += [f"en{i}" for i in range(24, 50)] + ["stackexchange", "arxiv", "code"]
         self.dropped_good += ["generated", "nav"]
@@ -325,6 +325,16 @@ def test_accounting_identity_per_source_and_subset(run) -> None:
     stats = json.loads((clean / "stats.json").read_text(encoding="utf-8"))
     assert stats["docs_in"] == stats["docs_kept"] + sum(stats["dropped"].values())
     assert stats["sources"]["pile"]["docs_kept"] == result.sources["pile"].totals.docs_kept
+
+
+def test_bytes_in_are_kept_plus_dropped_bytes_when_normalisation_changes_text(run) -> None:
+    """Kept bytes are counted at input size: the arxiv document is stored with CRLF and shrinks when normalised."""
+    _, clean, result = run
+    for source in ("pile", "wudao"):
+        totals = result.sources[source].totals
+        assert totals.bytes_in == totals.bytes_kept + sum(totals.dropped_bytes.values()), (source, totals.to_dict())
+    arxiv = next(row["text"] for row in read_shards(clean / "pile") if row["id"] == "arxiv")
+    assert "\r" not in arxiv and len(arxiv.encode()) < len(EN_PAPER.replace("\n", "\r\n").encode())
 
 
 def test_bad_input_counted_under_its_reason(run) -> None:

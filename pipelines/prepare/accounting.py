@@ -3,7 +3,7 @@
 Steps record events as datatrove stats: one document counter and one byte counter per (event,
 source, subset, reason). datatrove saves a task's stats beside its completion marker, so the
 accounting of a resumed run is rebuilt from disk (`collect`) and never counts a task twice.
-Dropped bytes are measured at input size, so bytes in = kept-input bytes + dropped bytes.
+Kept and dropped bytes are both measured at input size (before normalisation), so bytes in = kept + dropped bytes.
 """
 
 from __future__ import annotations

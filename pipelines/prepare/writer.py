@@ -16,7 +16,7 @@ from datatrove.pipeline.writers import JsonlWriter
 
 from pipelines.prepare.accounting import KEPT, record
 from pipelines.prepare.heartbeat import Heartbeat
-from pipelines.prepare.schema import SOURCE, SUBSET, clean_record, text_bytes
+from pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET, clean_record
 
 TMP_DIR = ".tmp"
 SHARD_SUFFIX = ".jsonl.zst"
@@ -59,7 +59,7 @@ class CleanShardWriter(JsonlWriter):
         super().write(document, rank, shard=f"{self._shard:05d}", **kwargs)
         self._in_shard += 1
         self._written += 1
-        record(self, KEPT, document.metadata[SOURCE], document.metadata[SUBSET], text_bytes(document.text))
+        record(self, KEPT, document.metadata[SOURCE], document.metadata[SUBSET], document.metadata[BYTES_IN])
         self._heartbeat.beat(self._written)
 
     def _publish(self) -> None:
