@@ -69,12 +69,12 @@ def _backend(value: str) -> Literal["hf", "sentencepiece"]:
     return value  # type: ignore[return-value]
 
 
-def _train(input_dir: Path, out: Path, vocab: int, backend: str, allow_smaller: bool, sample_mb: float, seed: int,
-           overwrite: bool, show: bool) -> dict:
+def _train(input_dir: Path, out: Path, vocab: int, backend: str | None, allow_smaller: bool, sample_mb: float,
+           seed: int, overwrite: bool, show: bool) -> dict:
     from pipelines.tokenize import train_from_clean
     from tokenizer import TrainConfig
 
-    config = TrainConfig(vocab_size=vocab, backend=_backend(backend), allow_smaller=allow_smaller,
+    config = TrainConfig(vocab_size=vocab, backend=_backend(backend or "hf"), allow_smaller=allow_smaller,
                          sample_bytes=int(sample_mb * 1e6), seed=seed)
     start = time.perf_counter()
     with _progress(show) as progress:
@@ -115,7 +115,7 @@ def train_tokenizer(
                       f"specials {result['special_ids']}", highlight=False)
 
 
-def _tokenizer_ready(path: Path, vocab: int | None, backend: str) -> bool:
+def _tokenizer_ready(path: Path, vocab: int | None, backend: str | None) -> bool:
     """True when `path` holds a tokenizer to reuse; a clear error when it does not match what was asked."""
     from tokenizer import TokenizerError, TokenizerMeta
 
@@ -125,7 +125,7 @@ def _tokenizer_ready(path: Path, vocab: int | None, backend: str) -> bool:
     if vocab is not None and meta.vocab_size != vocab:
         raise TokenizerError(f"{path} holds a tokenizer of vocab {meta.vocab_size}, but --vocab {vocab} was asked; "
                              "pass a matching --vocab, or another --tokenizer directory to train a new one")
-    if meta.backend != backend:
+    if backend is not None and meta.backend != backend:
         raise TokenizerError(f"{path} holds a {meta.backend} tokenizer, but --backend {backend} was asked")
     return True
 
@@ -137,7 +137,9 @@ def tokenize(
     tokenizer: Annotated[Path | None, typer.Option(
         "--tokenizer", help="Tokenizer directory; trained there first if it holds none (default: OUT/../tokenizer).")
     ] = None,
-    backend: BackendOpt = "hf",
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="hf or sentencepiece: checked against an existing --tokenizer (default: any), "
+        "used when training one (default: hf).")] = None,
     allow_smaller: AllowSmallerOpt = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: all cores).")] = None,
     sample_mb: SampleOpt = 1024.0,
@@ -151,11 +153,11 @@ def tokenize(
     tokenizer_dir = tokenizer or out.resolve().parent / "tokenizer"
     workers = workers or os.cpu_count() or 1
     command = shlex.join(["flm", "data", "tokenize", "--input", str(input_dir), "--out", str(out),
-                          "--tokenizer", str(tokenizer_dir), "--backend", backend, "--workers", str(workers)]
-                         + (["--vocab", str(vocab)] if vocab else []))
+                          "--tokenizer", str(tokenizer_dir), "--workers", str(workers)]
+                         + (["--backend", backend] if backend else []) + (["--vocab", str(vocab)] if vocab else []))
     result: dict = {}
     try:
-        if _tokenizer_ready(tokenizer_dir, vocab, _backend(backend)):
+        if _tokenizer_ready(tokenizer_dir, vocab, _backend(backend) if backend else None):
             result["tokenizer"] = {"tokenizer_dir": str(tokenizer_dir), "trained": False}
         else:
             result["tokenizer"] = _train(input_dir, tokenizer_dir, vocab or DEFAULT_VOCAB, backend, allow_smaller,

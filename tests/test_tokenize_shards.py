@@ -211,6 +211,13 @@ def test_sentencepiece_tokenizer_through_the_pipeline(corpus: tuple[Path, dict],
     first = corpus[1]["wudao"][0]["text"]
     assert shards.document(0).tolist() == tok.encode(first) + [tok.eos_id]
     assert inspect_tokens(tmp_path / "tokens").sources["wudao"].sample_text == first[:600]
+    args = ["data", "tokenize", "--input", str(corpus[0]), "--out", str(tmp_path / "cli"), "--tokenizer", str(spm_dir),
+            "--workers", "1", "--json"]
+    reused = CliRunner().invoke(app, args)  # no --backend: the existing sentencepiece tokenizer is used
+    assert reused.exit_code == 0, reused.output
+    assert json.loads(reused.stdout)["tokenizer"]["trained"] is False
+    wrong = CliRunner().invoke(app, [*args, "--backend", "hf"])
+    assert wrong.exit_code == 1 and "holds a sentencepiece tokenizer, but --backend hf" in _flat(wrong.output)
 
 
 def test_truncated_input_names_the_file(tmp_path: Path, tok_dir: Path) -> None:
