@@ -418,6 +418,9 @@ def fetch_all(downloads: Sequence[Download], *, workers: int = 4, policy: Policy
                 results[i] = fut.result()
             except DownloadError as e:
                 failures.append((downloads[i], e))
+            except OSError as e:  # mkdir, sidecar, os.replace, moving a bad copy aside: this file only
+                d = downloads[i]
+                failures.append((d, DownloadError(f"{d.url} -> {d.dest}: {e}")))
     except BaseException:
         cancel.set()
         raise

@@ -306,6 +306,19 @@ def test_parallel_batch_reports_per_file_and_total_progress(server, tmp_path: Pa
     assert seen["total"][0] == sum(len(b) for b in blobs.values())
 
 
+
+def test_batch_records_a_local_os_error_as_that_files_failure(tmp_path: Path) -> None:
+    src = tmp_path / "mirror" / "q.bin"
+    src.parent.mkdir()
+    src.write_bytes(blob(10_000, 30))
+    (tmp_path / "blocker").write_bytes(b"a file where a folder should be")
+    downloads = [Download(str(src), tmp_path / "blocker" / "q.bin"), Download(str(src), tmp_path / "ok" / "q.bin")]
+    batch = fetch_all(downloads, workers=2, policy=FAST)
+    assert [r.dest for r in batch.results] == [tmp_path / "ok" / "q.bin"]
+    assert len(batch.failures) == 1 and isinstance(batch.failures[0][1], DownloadError)
+    assert f"{src} -> {tmp_path / 'blocker' / 'q.bin'}:" in str(batch.failures[0][1])
+
+
 # ---------------------------------------------------------------- the registry
 
 
