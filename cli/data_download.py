@@ -45,13 +45,23 @@ def download(
         elif source is None:
             fail("name a source (pile or wudao), or use --list")
         elif get_source(source) is PILE:
+            _reject_flags("pile", {"--url": url, "--from": from_, "--sha256": sha256, "--header": header,
+                                   "--accept-licence": accept_licence})
             _pile(files, all_files, mirror, out, workers, Policy(retries=retries), json_)
         else:
+            _reject_flags("wudao", {"--files": files, "--all": all_files, "--mirror": mirror})
             _wudao(url, from_, accept_licence, header or [], sha256, out, Policy(retries=retries), json_)
     except (SourceError, WuDaoError, DownloadError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted: partial downloads are kept as *.part; run the same command again to resume", code=130)
+
+
+def _reject_flags(source: str, flags: dict[str, Any]) -> None:
+    """Flags of the other source would be silently ignored: say so instead."""
+    given = [name for name, value in flags.items() if value]
+    if given:
+        fail(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {source}")
 
 
 def _resolve_mirror(src: Source, mirror: str | None) -> tuple[str, str, Mirror | None]:

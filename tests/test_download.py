@@ -386,6 +386,9 @@ def test_cli_pile_from_a_local_mirror_then_list(server, tmp_path: Path) -> None:
     (["books"], "unknown source 'books'"),
     (["wudao"], "WuDao has no public mirror"),
     (["wudao", "--url", "http://127.0.0.1:9/x.zip"], "pass --accept-licence"),
+    (["pile", "--files", "00", "--url", "http://127.0.0.1:9/x.zip"], "--url does not apply to pile"),
+    (["pile", "--all", "--accept-licence", "--sha256", "ab"], "--sha256, --accept-licence do not apply to pile"),
+    (["wudao", "--from", "x.json", "--mirror", "m", "--all"], "--all, --mirror do not apply to wudao"),
 ])
 def test_cli_clear_errors(args: list[str], message: str, tmp_path: Path) -> None:
     res = runner.invoke(app, ["data", "download", *args, "--out", str(tmp_path)])
