@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipelines.token_shards import MANIFEST_NAME, TokenShardError, TokenShards
-from pipelines.tokenize import PROGRESS_NAME
+from pipelines.token_shards import MANIFEST_NAME, PROGRESS_NAME, TokenShardError, TokenShards
 from tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 

@@ -19,6 +19,8 @@ import pyarrow as pa
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+PROGRESS_NAME = ".progress.jsonl"
+"""Present while `flm data tokenize` has not finished a source directory (its resume log)."""
 SHARD_SUFFIX = ".arrow"
 SCHEMA = pa.schema([
     ("tokens", pa.list_(pa.uint32())),

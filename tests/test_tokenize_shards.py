@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -259,3 +261,11 @@ def test_cli_tokenize_trains_then_inspect(corpus: tuple[Path, dict], tmp_path: P
                                   "--vocab", "600", "--json"])
     assert trained.exit_code == 0, trained.output
     assert json.loads(trained.stdout)["content_hash"] == result["tokenizer"]["content_hash"]
+
+
+def test_inspect_needs_neither_orjson_nor_zstandard() -> None:
+    """`flm data inspect` runs where the tokenize dependencies are missing (the GPU image)."""
+    code = ("import sys, pipelines.token_inspect; "
+            "print([m for m in ('orjson', 'zstandard', 'pipelines.tokenize') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
