@@ -187,7 +187,7 @@ def inspect(
     tokens: Annotated[Path, typer.Argument(help="Token-shard directory (OUT of `flm data tokenize`, or one source).")],
     tokenizer: Annotated[Path | None, typer.Option(
         "--tokenizer", help="Tokenizer to decode with (default: the one the manifest names).")] = None,
-    doc: Annotated[int, typer.Option("--doc", help="Index of the document to decode in each source.")] = 0,
+    doc: Annotated[int, typer.Option("--doc", min=0, help="Index of the document to decode in each source.")] = 0,
     json_: JsonOpt = False,
 ) -> None:
     """Summarize token shards per source and decode a sample document back to text."""

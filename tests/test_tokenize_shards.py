@@ -256,6 +256,8 @@ def test_cli_tokenize_trains_then_inspect(corpus: tuple[Path, dict], tmp_path: P
 
     human = runner.invoke(app, ["data", "inspect", str(out)])
     assert human.exit_code == 0 and "avg tokens/doc" in human.output
+    negative = runner.invoke(app, ["data", "inspect", str(out), "--doc", "-1"])
+    assert negative.exit_code == 2 and "--doc" in negative.output
 
     trained = runner.invoke(app, ["data", "train-tokenizer", "--input", str(corpus[0]), "--out", str(tmp_path / "t2"),
                                   "--vocab", "600", "--json"])
