@@ -25,7 +25,7 @@ from pipelines.prepare.assembly import build_stages
 from pipelines.prepare.executors import run_stages
 from pipelines.prepare.langid import LanguageId
 from pipelines.prepare.normalize import normalize_text
-from pipelines.prepare.plan import PrepareError, make_plan
+from pipelines.prepare.plan import PrepareError, fingerprint, make_plan
 from pipelines.prepare.quality import QualityFilters
 from pipelines.prepare.schema import make_document
 from pipelines.prepare.words import FastWordTokenizer
@@ -528,3 +528,13 @@ def test_all_sources_do_not_read_a_folder_of_one_source_as_the_other(run, tmp_pa
         make_plan(wudao, corpus.root / "pile", tmp_path, single=False)
     assert make_plan(pile, corpus.root / "pile", tmp_path, single=False).files  # named after its source
     assert make_plan(wudao, corpus.root / "wudao", tmp_path).files
+
+
+def test_keep_intermediate_does_not_block_a_resume(run, tmp_path: Path) -> None:
+    corpus, _, _ = run
+    keep, drop = (load_config(PipelineConfig, find_config("wudao", "pipelines"), [f"writer.keep_intermediate={v}"])
+                  for v in ("true", "false"))
+    plan = make_plan(keep, corpus.root, tmp_path)
+    assert fingerprint(keep, plan) == fingerprint(drop, plan)
+    other = load_config(PipelineConfig, find_config("wudao", "pipelines"), ["writer.docs_per_shard=7"])
+    assert fingerprint(other, plan) != fingerprint(keep, plan)

@@ -85,9 +85,10 @@ def make_plan(cfg: PipelineConfig, input_root: Path, out_root: Path, single: boo
 
 
 def fingerprint(cfg: PipelineConfig, plan: SourcePlan) -> dict[str, Any]:
-    """What must not change between a run and its resume (how it is executed may)."""
+    """What must not change between a run and its resume (how it is executed, and what it keeps after, may)."""
     config = config_to_dict(cfg)
     config.pop("executor")
+    config["writer"].pop("keep_intermediate")
     inputs = [[f, (Path(plan.input_dir) / f).stat().st_size] for f in plan.files]
     return {"config": config, "tasks": plan.tasks, "input_dir": plan.input_dir, "inputs": inputs}
 
