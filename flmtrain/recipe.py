@@ -136,7 +136,7 @@ class RecipeRun:
         return self.summary()
 
     def stage_raw(self) -> dict[str, Any]:
-        """Raw corpora in the downloader's layout: Pile files as published, WuDao converted to shards."""
+        """Raw corpora in the downloader's layout: Pile files linked as published, WuDao converted to shards."""
         from pipelines.wudao import convert
 
         pile_out = self.raw / "pile"
@@ -144,8 +144,10 @@ class RecipeRun:
         files = sorted(Path(self.recipe.data.pile).glob("*.jsonl.zst"))
         if not files:
             raise FileNotFoundError(f"{self.recipe.data.pile}: no *.jsonl.zst files")
-        for path in files:
-            shutil.copy2(path, pile_out / path.name)
+        for path in files:  # linked, not copied: the real Pile is hundreds of GB
+            link = pile_out / path.name
+            link.unlink(missing_ok=True)
+            link.symlink_to(path.resolve())
         report = convert(Path(self.recipe.data.wudao), self.raw / "wudao", progress=self.progress)
         return {"pile_files": len(files), "wudao": report}
 
