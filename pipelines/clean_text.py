@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
-import zstandard
+
+from pipelines.jsonl_zst import ZstdStreamError, split_lines, zstd_chunks
 
 CLEAN_PATTERN = "*.jsonl.zst"
 SKIP_REASONS = ("empty", "non_utf8", "malformed")
@@ -88,31 +89,16 @@ def _document(obj: object, where: str, default_source: str) -> Document | str:
 
 
 def zstd_lines(raw: BinaryIO, path: Path) -> Iterator[bytes]:
-    """Lines of a zstd file (one or more frames); a truncated last frame is an error, not a silent EOF."""
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    parts: list[bytes] = []  # the current, unfinished line
+    """Lines of a zstd file (one or more frames); a truncated last frame, or no frame at all, is an error."""
+    truncated = f"{path}: cannot decompress: the zstd stream ends mid-frame (truncated file?)"
+    if path.stat().st_size == 0:  # the writer always writes a frame: an empty shard was cut short
+        raise CleanTextError(truncated)
     try:
-        for chunk in iter(lambda: raw.read(1 << 20), b""):
-            while chunk:
-                if dobj.eof:
-                    dobj = dctx.decompressobj()
-                data = dobj.decompress(chunk)
-                chunk = dobj.unused_data if dobj.eof else b""
-                if b"\n" not in data:
-                    parts.append(data)
-                    continue
-                lines = data.split(b"\n")
-                parts.append(lines[0])
-                yield b"".join(parts)
-                yield from lines[1:-1]
-                parts = [lines[-1]]
-    except zstandard.ZstdError as err:
+        yield from split_lines(zstd_chunks(raw))
+    except ZstdStreamError as err:
+        if err.truncated:
+            raise CleanTextError(truncated) from err
         raise CleanTextError(f"{path}: cannot decompress (corrupt or not zstd): {err}") from err
-    if not dobj.eof:
-        raise CleanTextError(f"{path}: cannot decompress: the zstd stream ends mid-frame (truncated file?)")
-    if any(parts):
-        yield b"".join(parts)
 
 
 def read_clean_file(path: Path, source: str, skips: SkipLog,

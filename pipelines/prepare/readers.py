@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import zstandard
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.logging import logger
 
+from pipelines.jsonl_zst import CHUNK, ZstdStreamError, split_lines, zstd_chunks
 from pipelines.prepare.accounting import DROP, IN, record
 from pipelines.prepare.heartbeat import Heartbeat
 from pipelines.prepare.schema import BYTES_IN, SUBSET, UNKNOWN_SUBSET, make_document, text_bytes
@@ -34,8 +34,6 @@ CORRUPT_ZST = "read/corrupt_zst"
 TRUNCATED_ZST = "read/truncated_zst"
 UNREADABLE_JSON = "read/unreadable_json"
 UNREADABLE_FILE = "read/unreadable_file"
-
-CHUNK = 1 << 20
 
 
 class BadRecord(Exception):
@@ -95,43 +93,10 @@ RECORDS: dict[str, Callable[[dict[str, Any]], tuple[str, Any, str, dict[str, Any
     "pile": pile_record, "wudao": wudao_record}
 
 
-def zstd_chunks(fh: IO[bytes], on_read: Callable[[], None]) -> Iterator[bytes]:
-    """Decompressed chunks of a (multi-frame) zstd stream; BadFile when it is corrupt or cut short."""
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    in_frame = False
-    while raw := fh.read(CHUNK):
-        on_read()
-        while raw:
-            try:
-                out = dobj.decompress(raw)
-            except zstandard.ZstdError as err:
-                raise BadFile(CORRUPT_ZST, str(err)) from err
-            if dobj.eof:
-                raw, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False
-            else:
-                raw, in_frame = b"", True
-            if out:
-                yield out
-    if in_frame:
-        raise BadFile(TRUNCATED_ZST, "the stream ends inside a zstd frame")
-
-
 def plain_chunks(fh: IO[bytes], on_read: Callable[[], None]) -> Iterator[bytes]:
     while raw := fh.read(CHUNK):
         on_read()
         yield raw
-
-
-def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines without their newline; a last line without newline is yielded too."""
-    rest = b""
-    for chunk in chunks:
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest
 
 
 class RawReader(BaseDiskReader):
@@ -195,8 +160,9 @@ class RawReader(BaseDiskReader):
                 line = next(lines)
             except StopIteration:
                 return
-            except BadFile as err:
-                raise BadFile(err.reason, f"after line {line_no}: {err}") from err
+            except ZstdStreamError as err:
+                reason = TRUNCATED_ZST if err.truncated else CORRUPT_ZST
+                raise BadFile(reason, f"after line {line_no}: {err}") from err
             line_no += 1
             if line.strip():
                 doc = self._parse_line(filepath, line_no, line)
