@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupConfig as DTExactDedupConfig
@@ -20,13 +18,13 @@ from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import simplify_text
 
 from pipelines.config import MinhashConfig
+from pipelines.prepare.filters import CJK
 
 HASH = HashConfig(precision=64, hash_fc="sha1")
 """datatrove's default xxhash config fails with xxhash 4.x ("Strings must be encoded before hashing")."""
 
 EXACT_REASON = "dedup/exact"
 MINHASH_REASON = "dedup/minhash"
-CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 SIGNATURE_CHUNK = 4096
 """Shingles hashed at once: bounds memory to CHUNK x hashes x 8 bytes for book-length documents."""
 

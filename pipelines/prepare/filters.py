@@ -16,6 +16,7 @@ from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplica
 from pipelines.config import BoilerplateConfig, CharRepetitionConfig, ChineseQualityConfig, CodeQualityConfig
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+"""CJK ideographs: Extension A, the unified block, compatibility ideographs, Extensions B-F (plane 2)."""
 CJK_PUNCT = re.compile(r"[，。！？；：、]")
 WHITESPACE = re.compile(r"\s+")
 ALNUM = re.compile(r"[^\W_]")
