@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from flmconfig import find_config, load_config
+from flmconfig.progress import Progress
 from flmtrain.config import StageConfig
 
-Progress = Callable[[str, float, "float | None"], None]
 OnStage = Callable[[str, str], None]
 """Called with (stage name, "start" | "skip" | "done")."""
 

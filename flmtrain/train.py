@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from flmconfig import config_to_dict
+from flmconfig.progress import Progress
 from flmtrain.checkpoint import (
     checkpoints_root,
     load_checkpoint,
@@ -50,7 +51,6 @@ from flmtrain.runtime import (
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float, "float | None"], None]
 OnStep = Callable[[dict[str, Any]], None]
 
 

@@ -30,9 +30,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flmconfig.progress import Progress
+
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float, float | None], None]
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".part"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from flmconfig.progress import Progress
 from pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file
 from pipelines.token_shards import (
     MANIFEST_NAME,
@@ -44,7 +45,6 @@ from tokenizer import Tokenizer, TokenizerMeta, TrainConfig, load_tokenizer, tra
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float, float | None], None]
 PIECES_DIR = ".pieces"
 VERIFY_CHARS = 100_000
 """Characters of text per source checked for identical ids (tiktoken vs HF tokenizers) before tokenizing."""

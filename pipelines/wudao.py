@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from flmconfig.progress import Progress
+
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float, float | None], None]
 
 SHARD_DOCS = 16384
 FIELDS = ("id", "dataType", "title", "content")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import difflib
 import logging
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from flmconfig import ConfigError
+from flmconfig.progress import Progress
 from flmtrain.data.index import VALID_SALT, SourceIndex, index_dir, load_index
 from flmtrain.data.loader import EvalLoader, MixtureDataset, TrainLoader
 from flmtrain.data.report import mixture_report
@@ -26,7 +26,6 @@ from pipelines.token_shards import TokenShardError, TokenShards
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float, float | None], None]
 
 WINDOW = 10_000
 """Window over which mix-report measures the worst deviation of a source's share from its weight."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from flmconfig import config_to_dict, load_config
+from flmconfig.progress import Progress
 from flmtrain.checkpoint import META_NAME, STATE_NAME, optimizer_param_names, read_meta, read_state
 from flmtrain.config import StageConfig
 from flmtrain.growth.grow import grow_from_state
@@ -26,8 +26,6 @@ from flmtrain.growth.ramp import ramping
 from flmtrain.growth.spec import GrowthError, check_growth
 from flmtrain.growth.transfer import named_state_from_saved
 from flmtrain.plan import param_count
-
-Progress = Callable[[str, float, "float | None"], None]
 
 
 def source_stage(meta: dict[str, Any], path: Path) -> StageConfig:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from flmconfig import config_to_dict
+from flmconfig.progress import Progress
 from pipelines.config import PipelineConfig
 from pipelines.prepare.accounting import Tally, collect, total
 from pipelines.prepare.plan import DATA_REMOVED, WORK_DIR, SourcePlan, claim_work_dir, make_plan
-from pipelines.prepare.runner import Progress, execute
+from pipelines.prepare.runner import execute
 from pipelines.prepare.writer import SHARD_SUFFIX
 
 STATS_FILE = "stats.json"

@@ -15,10 +15,10 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from flmconfig.progress import Progress
 from pipelines.config import PipelineConfig
 from pipelines.prepare.accounting import collect, total
 from pipelines.prepare.assembly import FILTER, WRITE, Stage, build_stages
@@ -26,7 +26,6 @@ from pipelines.prepare.executors import clear, run_stages
 from pipelines.prepare.heartbeat import read_total
 from pipelines.prepare.plan import DATA_REMOVED, PrepareError, SourcePlan
 
-Progress = Callable[[str, float, float | None], None]
 Job = tuple[PipelineConfig, SourcePlan]
 POLL_S = 0.25
 
