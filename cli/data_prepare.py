@@ -10,19 +10,18 @@ from rich.table import Table
 
 from cli.render import console, emit_json, err_console, fail, progress_bars
 from flmconfig import ConfigError, find_config, load_config
+from pipelines.config import SOURCES
 
 if TYPE_CHECKING:
     from pipelines.config import PipelineConfig
     from pipelines.prepare import PrepareResult
-
-SOURCES = ("pile", "wudao")
 
 
 def _configs(source: str, config: str | None, overrides: list[str]) -> list[PipelineConfig]:
     from pipelines.config import PipelineConfig
 
     if source not in (*SOURCES, "all"):
-        fail(f"--source must be one of pile, wudao, all; got {source!r}")
+        fail(f"--source must be one of {', '.join(SOURCES)}, all; got {source!r}")
     sources = list(SOURCES) if source == "all" else [source]
     if config and len(sources) > 1:
         fail("--config names the config of one source; use it with --source pile or --source wudao")

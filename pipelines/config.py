@@ -10,9 +10,11 @@ A `None` filter section means that filter is off for the profile.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-SOURCES = ("pile", "wudao")
+SourceName = Literal["pile", "wudao"]
+SOURCES: tuple[str, ...] = get_args(SourceName)
+"""The corpora `flm data prepare` cleans; the one list the config type and the CLI both use."""
 
 
 @dataclass
@@ -260,7 +262,7 @@ class ExecutorConfig:
 
 @dataclass
 class PipelineConfig:
-    source: Literal["pile", "wudao"] = "pile"
+    source: SourceName = "pile"
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
