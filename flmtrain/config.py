@@ -110,8 +110,9 @@ class OptimConfig:
     eps: float = 1e-8
     clip_grad: float = 1.0
     fused: bool = True
-    """torch's fused AdamW kernel on GPU (one pass over the state instead of ~10 foreach passes);
-    megatron-core uses torch's AdamW when neither apex nor Transformer Engine is installed."""
+    """torch's fused AdamW kernel on GPU (one pass over the state instead of ~10 foreach passes), and
+    multi-tensor kernels for megatron's grad norm and clipping (flmtrain.apex_torch); without apex or
+    Transformer Engine megatron-core uses torch's AdamW and per-tensor loops with a host sync each."""
 
     def validate(self) -> None:
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:

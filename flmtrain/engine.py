@@ -140,6 +140,7 @@ class MegatronEngine:
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.transformer.module import Float16Module
 
+        from flmtrain.apex_torch import install_multi_tensor_ops
         from flmtrain.model import build_model
 
         self.stage = stage
@@ -168,6 +169,8 @@ class MegatronEngine:
             bf16=precision == "bf16", fp16=precision == "fp16", params_dtype=dtype,
             initial_loss_scale=2.0**16,  # fp16: megatron's 2**32 overflows for many steps, each one a skipped step
             use_distributed_optimizer=stage.parallel.distributed_optimizer)
+        if optim.fused:
+            install_multi_tensor_ops()
         self.optimizer = get_megatron_optimizer(opt_config, [self.model], config_overrides=self._overrides(opt_config))
         for group in self.optimizer.param_groups:  # megatron's own scheduler would apply wd_mult; ours is LR-only
             group["weight_decay"] = optim.weight_decay * group.get("wd_mult", 1.0)

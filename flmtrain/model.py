@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import torch
@@ -40,6 +40,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
+from flmtrain.apex_torch import wgrad_fusion_available
 from flmtrain.attention import FLMCoreAttention
 from flmtrain.config import ModelConfig
 from flmtrain.fused_loss import linear_cross_entropy_sum
@@ -88,44 +89,6 @@ class Norm:
         for param in norm.parameters():
             param.sequence_parallel = config.sequence_parallel
         return norm
-
-
-class TorchWgradAccumulation:
-    """apex's fused_weight_gradient_mlp_cuda API in torch: main_grad += grad_output^T @ input, the bf16 GEMM
-    accumulating straight into the fp32 gradient (megatron's gradient_accumulation_fusion calls these)."""
-
-    @staticmethod
-    def wgrad_gemm_accum_fp32(inputs: torch.Tensor, grad_output: torch.Tensor, main_grad: torch.Tensor) -> None:
-        torch.addmm(main_grad, grad_output.t(), inputs, out_dtype=torch.float32, out=main_grad)
-
-    @staticmethod
-    def wgrad_gemm_accum_fp16(inputs: torch.Tensor, grad_output: torch.Tensor, main_grad: torch.Tensor) -> None:
-        main_grad.addmm_(grad_output.t(), inputs)
-
-
-@lru_cache(maxsize=1)
-def wgrad_fusion_available() -> bool:
-    """Whether megatron can fuse weight-gradient accumulation here: apex, or torch.addmm accumulating
-    bf16 products into fp32 in place on this GPU (installed into megatron in its place when it works)."""
-    from megatron.core.tensor_parallel import layers
-
-    if layers._grad_accum_fusion_available:
-        return True
-    if not torch.cuda.is_available():
-        return False
-    g = torch.Generator(device="cuda").manual_seed(0)
-    a, b = (torch.randn(64, 48, device="cuda", generator=g).to(torch.bfloat16) for _ in range(2))
-    acc = torch.randn(48, 48, device="cuda", generator=g)
-    expected = acc + a.float().t() @ b.float()
-    try:
-        TorchWgradAccumulation.wgrad_gemm_accum_fp32(b, a, acc)
-    except (RuntimeError, TypeError):
-        return False
-    if not torch.allclose(acc, expected, rtol=1e-3, atol=1e-3):
-        return False
-    layers.fused_weight_gradient_mlp_cuda = TorchWgradAccumulation
-    layers._grad_accum_fusion_available = True
-    return True
 
 
 def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dtype: torch.dtype = torch.float32,
