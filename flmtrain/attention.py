@@ -1,5 +1,4 @@
-"""Attention for megatron-core's layer spec: xPos (or RoPE) applied where q, k and v leave the fused QKV
-projection, then PyTorch SDPA.
+"""Core attention for megatron-core's layer spec: xPos (or RoPE) on q and k, then PyTorch SDPA.
 
 megatron-core's own RoPE and DotProductAttention call CUDA, so this module replaces both
 (`position_embedding_type="none"` on the model): the same code runs on CPU in CI and picks the
@@ -11,19 +10,18 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from megatron.core import tensor_parallel
-from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from flmtrain.xpos import apply_rope, apply_xpos, split_qkv_with_positions
+from flmtrain.xpos import apply_rope, apply_xpos
 
 SDPA_BACKENDS = {
     "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
@@ -56,43 +54,8 @@ def document_attention_mask(position_ids: torch.Tensor) -> torch.Tensor:
     return ~allowed[:, None]
 
 
-class FLMSelfAttention(SelfAttention):
-    """megatron's SelfAttention with xPos (or RoPE) applied to q and k as they are split out of the fused QKV
-    projection: compiled (GPU), split and rotation are one kernel, and so is the backward that assembles the
-    QKV gradient. There is no key cache (generation re-runs the window), so positions are always [0, s)."""
-
-    def __init__(self, *args: Any, position: Literal["xpos", "rope", "none"] = "xpos", rotary_base: float = 10000.0,
-                 xpos_scale_base: float = 512.0, compiled: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.position = position
-        self.rotary_base = rotary_base
-        self.xpos_scale_base = xpos_scale_base if position == "xpos" else None
-        self.compiled = compiled
-
-    def get_query_key_value_tensors(self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None = None,
-                                    output_gate: bool = False, split_qkv: bool = True):  # type: ignore[no-untyped-def]
-        if output_gate or not split_qkv:
-            raise NotImplementedError("FLMSelfAttention has no output gate and always splits q, k and v")
-        if self.position == "none":
-            return super().get_query_key_value_tensors(hidden_states, key_value_states)
-        compiled = self.compiled and hidden_states.is_cuda
-        if self.config.num_query_groups < self.world_size:
-            # Key/value heads shared across tensor-parallel ranks: megatron gathers and slices, then we rotate.
-            query, key, value = super().get_query_key_value_tensors(hidden_states, key_value_states)
-            if self.xpos_scale_base is None:
-                query, key = apply_rope(query, key, theta=self.rotary_base, compiled=compiled)
-            else:
-                query, key = apply_xpos(query, key, scale_base=self.xpos_scale_base, theta=self.rotary_base,
-                                        compiled=compiled)
-            return query, key, value
-        mixed, sizes = super().get_query_key_value_tensors(hidden_states, key_value_states, split_qkv=False)
-        return split_qkv_with_positions(mixed, sizes, self.hidden_size_per_attention_head, theta=self.rotary_base,
-                                        scale_base=self.xpos_scale_base, compiled=compiled)
-
-
 class FLMCoreAttention(MegatronModule):
-    """Drop-in for megatron's DotProductAttention: q [sq, b, heads, d], k and v [sk, b, kv_heads, d] (positions
-    already applied) -> output [sq, b, heads*d]."""
+    """Drop-in for megatron's DotProductAttention: inputs [s, b, heads, d] -> output [s, b, heads*d]."""
 
     def __init__(
         self,
@@ -105,9 +68,13 @@ class FLMCoreAttention(MegatronModule):
         cp_comm_type: str | None = None,
         pg_collection=None,
         *,
+        position: Literal["xpos", "rope", "none"] = "xpos",
+        rotary_base: float = 10000.0,
+        xpos_scale_base: float = 512.0,
         mup: bool = False,
         inverse_layer_idx: bool = False,
         kernel: str = "auto",
+        compiled: bool = False,
     ) -> None:
         super().__init__(config=config)
         if config.context_parallel_size != 1:
@@ -118,10 +85,14 @@ class FLMCoreAttention(MegatronModule):
         self.head_dim = config.kv_channels
         self.layer_number = max(1, layer_number)
         self.attn_mask_type = attn_mask_type
+        self.position = position
+        self.rotary_base = rotary_base
+        self.xpos_scale_base = xpos_scale_base
         self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
         self.scale = softmax_scale if softmax_scale is not None else attention_scale(
             self.head_dim, self.layer_number, mup=mup, inverse_layer_idx=inverse_layer_idx)
         self.backends = SDPA_BACKENDS[kernel]
+        self.compiled = compiled
 
     def forward(
         self,
@@ -138,6 +109,14 @@ class FLMCoreAttention(MegatronModule):
                                       "pass a document mask (document_attention_mask) instead")
         sq, sk = query.shape[0], key.shape[0]
         on_gpu = query.is_cuda
+        # With a key cache (inference) q holds the newest sq of the sk positions.
+        if self.position == "xpos":
+            query, key = apply_xpos(query, key, offset=sk - sq, scale_base=self.xpos_scale_base,
+                                    theta=self.rotary_base, compiled=self.compiled and on_gpu)
+        elif self.position == "rope":
+            query, key = apply_rope(query, key, offset=sk - sq, theta=self.rotary_base,
+                                    compiled=self.compiled and on_gpu)
+
         mask, is_causal = self._mask(attention_mask, attn_mask_type or self.attn_mask_type, sq, sk, query.device)
         # [s, b, h, d] -> [b, h, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))

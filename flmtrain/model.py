@@ -30,7 +30,7 @@ from megatron.core import parallel_state
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
 from megatron.core.models.gpt import GPTModel
 from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
-from megatron.core.transformer.attention import SelfAttentionSubmodules
+from megatron.core.transformer.attention import SelfAttention, SelfAttentionSubmodules
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.mlp import MLP, MLPSubmodules
@@ -41,7 +41,7 @@ from megatron.core.transformer.transformer_layer import TransformerLayer, Transf
 from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
 from flmtrain.apex_torch import wgrad_fusion_available
-from flmtrain.attention import FLMCoreAttention, FLMSelfAttention
+from flmtrain.attention import FLMCoreAttention
 from flmtrain.config import ModelConfig
 from flmtrain.fused_loss import linear_cross_entropy_sum
 from flmtrain.mup import width_mult
@@ -142,17 +142,18 @@ def _compiled(cfg: ModelConfig) -> bool:
 def layer_spec(cfg: ModelConfig) -> ModuleSpec:
     """One transformer layer: pre-norm attention with our core attention, pre-norm MLP (local modules)."""
     compiled = _compiled(cfg)
-    core_attention = partial(FLMCoreAttention, mup=cfg.mup.enabled,
-                             inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, kernel=cfg.kernels.attention)
+    core_attention = partial(
+        FLMCoreAttention, position=cfg.position, rotary_base=cfg.rotary_base, xpos_scale_base=cfg.xpos_scale_base,
+        mup=cfg.mup.enabled, inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, kernel=cfg.kernels.attention,
+        compiled=compiled)
     norm = ModuleSpec(module=Norm, params={"compiled": compiled})
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
             input_layernorm=norm,
             self_attention=ModuleSpec(
-                module=FLMSelfAttention,
-                params={"attn_mask_type": AttnMaskType.causal, "position": cfg.position, "rotary_base": cfg.rotary_base,
-                        "xpos_scale_base": cfg.xpos_scale_base, "compiled": compiled},
+                module=SelfAttention,
+                params={"attn_mask_type": AttnMaskType.causal},
                 submodules=SelfAttentionSubmodules(
                     linear_qkv=ColumnParallelLinear, core_attention=core_attention, linear_proj=RowParallelLinear,
                     q_layernorm=IdentityOp, k_layernorm=IdentityOp),

@@ -79,32 +79,6 @@ def _apply(q: torch.Tensor, k: torch.Tensor, offset: int, theta: float,
     return rotate(q, k, cos_q[offset:], sin_q[offset:], cos_k[total - sk:], sin_k[total - sk:])
 
 
-def _split_rotate(mixed: torch.Tensor, sizes: list[int], head_dim: int, cos_q: torch.Tensor, sin_q: torch.Tensor,
-                  cos_k: torch.Tensor, sin_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    query, key, value = torch.split(mixed, sizes, dim=-1)
-    query = query.reshape(*query.shape[:2], -1, head_dim)
-    query, key = _rotate(query, key, cos_q, sin_q, cos_k, sin_k)
-    return query, key, value.contiguous()
-
-
-_split_rotate_compiled = torch.compile(_split_rotate)
-"""Split and rotation as one kernel; its backward writes the fused QKV gradient in one kernel too (eager
-autograd would rotate back, then concatenate q, k and v gradients in a second pass)."""
-
-
-def split_qkv_with_positions(mixed: torch.Tensor, sizes: list[int], head_dim: int, *, theta: float,
-                             scale_base: float | None,
-                             compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q [s, b, heads, d], k and v [s, b, kv_heads, d] out of megatron's fused QKV projection viewed as
-    [s, b, kv_heads, (heads / kv_heads + 2) * d] (`sizes` = the q, k and v widths per group), with xPos
-    (RoPE when `scale_base` is None) applied to q and k over positions [0, s)."""
-    seq = mixed.shape[0]
-    cos_q, sin_q, cos_k, sin_k = _tables(seq, head_dim, float(theta), None if scale_base is None else float(scale_base),
-                                         mixed.device, mixed.dtype)
-    split = _split_rotate_compiled if compiled else _split_rotate
-    return split(mixed, sizes, head_dim, cos_q, sin_q, cos_k, sin_k)
-
-
 def apply_xpos(q: torch.Tensor, k: torch.Tensor, offset: int = 0, scale_base: float = 512,
                theta: float = 10000.0, *, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate and scale q and k ([seq, batch, heads, head_dim]) with xPos.

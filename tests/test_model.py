@@ -15,13 +15,13 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from flmconfig import find_config, load_config
-from flmtrain.attention import FLMCoreAttention, FLMSelfAttention, attention_scale, document_attention_mask
+from flmtrain.attention import FLMCoreAttention, attention_scale, document_attention_mask
 from flmtrain.config import ModelConfig, MupConfig, StageConfig
 from flmtrain.model import build_model
 from flmtrain.mup import width_mult
 from flmtrain.parallel import destroy_parallel, init_parallel
 from flmtrain.plan import param_count
-from flmtrain.xpos import apply_xpos, split_qkv_with_positions
+from flmtrain.xpos import apply_xpos
 
 SMALL = ModelConfig(layers=2, hidden=64, heads=4, seq_len=32, vocab_size=500, dropout=0.0,
                     mup=MupConfig(enabled=True, base_width=32))
@@ -137,7 +137,8 @@ def test_loader_document_mask_feeds_the_model() -> None:
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Plain causal softmax attention on [s, b, h, d] (queries = the last sq positions), GQA by repetition."""
+    """Plain causal softmax attention on [s, b, h, d] with xPos applied, GQA by repetition."""
+    q, k = apply_xpos(q, k, offset=k.shape[0] - q.shape[0])
     rep = q.shape[2] // k.shape[2]
     k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
     s = torch.einsum("sbhd,tbhd->bhst", q, k) * scale
@@ -161,44 +162,9 @@ def test_core_attention_matches_reference_and_decodes(layer: int) -> None:
     k, v = torch.randn(10, 2, 2, 16, generator=g), torch.randn(10, 2, 2, 16, generator=g)
     full = attn(q, k, v, None)
     torch.testing.assert_close(full, reference_attention(q, k, v, scale), rtol=1e-5, atol=1e-5)
-    # The last two queries against all keys give the same rows (bottom-right causal alignment).
+    # Decoding the last two positions against all raw keys gives the same rows.
     tail = attn(q[-2:], k, v, None)
     torch.testing.assert_close(tail, full[-2:], rtol=1e-5, atol=1e-5)
-
-
-def split_then_xpos(attention: torch.nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """q, k, v the unfused way: megatron's split of the QKV projection, then xPos on q and k."""
-    heads, groups = attention.num_attention_heads_per_partition, attention.num_query_groups_per_partition
-    d = attention.hidden_size_per_attention_head
-    mixed = attention.linear_qkv(hidden)[0].view(*hidden.shape[:2], groups, (heads // groups + 2) * d)
-    q, k, v = torch.split(mixed, [heads // groups * d, d, d], dim=-1)
-    return (*apply_xpos(q.reshape(*q.shape[:2], heads, d), k), v)
-
-
-@pytest.mark.parametrize("compiled", [False, True])
-def test_qkv_split_with_xpos_matches_split_then_xpos(compiled: bool) -> None:
-    """The fused split + xPos (compiled on GPU by default) gives megatron's split followed by apply_xpos,
-    forward and backward, with grouped key/value heads."""
-    model = build_model(replace(SMALL, kv_heads=2), seed=0)
-    attention = model.decoder.layers[0].self_attention
-    hidden = torch.randn(12, 2, SMALL.hidden, generator=torch.Generator().manual_seed(3), requires_grad=True)
-    if compiled:  # the model compiles on GPU only: call the compiled function itself
-        mixed, sizes = super(FLMSelfAttention, attention).get_query_key_value_tensors(hidden, split_qkv=False)
-        fused = split_qkv_with_positions(mixed, sizes, 16, theta=SMALL.rotary_base, scale_base=SMALL.xpos_scale_base,
-                                         compiled=True)
-    else:
-        fused = attention.get_query_key_value_tensors(hidden)
-    reference = split_then_xpos(attention, hidden)
-    weights = [torch.randn_like(t) for t in reference]
-    grads = []
-    for outputs in (fused, reference):
-        assert [t.shape for t in outputs] == [(12, 2, 4, 16), (12, 2, 2, 16), (12, 2, 2, 16)]
-        grads.append(torch.autograd.grad(sum((t * w).sum() for t, w in zip(outputs, weights, strict=True)),
-                                         [hidden, attention.linear_qkv.weight]))
-    for a, b in zip(fused, reference, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def _tensor_parallel_worker(rank: int, port: int, out: Path) -> None:
