@@ -14,6 +14,7 @@ from cli import (
     data_tokenize,
     generate_cmd,
     grow_cmd,
+    predict_cmd,
     run_cmd,
     train_cmd,
 )
@@ -40,6 +41,7 @@ app.add_typer(config_app, name="config")
 app.command("train")(train_cmd.train)
 app.command("eval")(train_cmd.evaluate)
 app.command("grow")(grow_cmd.grow)
+app.command("predict-loss")(predict_cmd.predict_loss)
 app.command("generate")(generate_cmd.generate)
 app.command("run")(run_cmd.run)
 

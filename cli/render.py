@@ -29,8 +29,6 @@ from rich.progress import (
 console = Console()
 err_console = Console(stderr=True)
 
-NOT_BUILT_EXIT = 3
-
 
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout (for --json); nothing else goes to stdout then."""
@@ -42,16 +40,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print a clear error on stderr and exit non-zero."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
-
-
-def not_built(capability: str, issue: int) -> NoReturn:
-    """Say plainly that a command's capability does not exist yet, and exit non-zero."""
-    err_console.print(
-        f"[bold yellow]not built yet:[/] {capability} is not implemented in this version of flm "
-        f"(tracked in issue {issue}). Nothing was done.",
-        highlight=False,
-    )
-    raise typer.Exit(NOT_BUILT_EXIT)
 
 
 class RateColumn(ProgressColumn):

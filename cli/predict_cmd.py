@@ -1,0 +1,76 @@
+"""`flm predict-loss`: predict a stage's loss from μP proxy runs (μScaling)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.render import console, emit_json, err_console, fail
+
+
+def predict_loss(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories of the proxy runs (same hyperparameters, "
+                                                    "different widths), e.g. runs/proxy-*.")],
+    target: Annotated[list[str] | None, typer.Option("--target", help="Stage to predict (bundled name or YAML); "
+                                                                      "repeat for several.")] = None,
+    metric: Annotated[str, typer.Option(help="Which loss to fit: loss (training) or val_loss.")] = "loss",
+    count: Annotated[str, typer.Option(help="Model size as non-embedding or total parameters.")] = "non-embedding",
+    points: Annotated[int, typer.Option(min=1, help="Token counts at which to fit (the predicted curve).")] = 8,
+    window: Annotated[float, typer.Option(min=0.0, max=0.9, help="Average the loss over this fraction of "
+                                                                 "tokens before each point.")] = 0.1,
+    plot: Annotated[Path, typer.Option(help="Where to write the PNG plot.")] = Path("loss-prediction.png"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+) -> None:
+    """Predict a stage's loss from μP proxy runs (μScaling): fit L(N) = c + a·N^-alpha and extrapolate."""
+    if metric not in ("loss", "val_loss"):
+        fail(f"--metric must be loss or val_loss, got {metric!r}")
+    if count not in ("non-embedding", "total"):
+        fail(f"--count must be non-embedding or total, got {count!r}")
+    from flmconfig import ConfigError
+    from flmtrain.checkpoint import CheckpointError
+    from flmtrain.loss_prediction import PredictionError, plot_prediction
+    from flmtrain.loss_prediction import predict_loss as predict
+
+    try:
+        report = predict(runs, target or [], metric=metric, count=count, points=points, window=window)
+    except (PredictionError, ConfigError, CheckpointError, FileNotFoundError) as err:
+        fail(str(err))
+    report["plot"] = str(plot_prediction(report, plot))
+    if json_:
+        emit_json(report)
+        return
+    _render(report)
+
+
+def _render(report: dict[str, Any]) -> None:
+    tokens = report["tokens"][-1]
+    table = Table(title=f"proxies: {report['metric']} at {tokens:,} tokens")
+    for column in ("run", f"{report['count']} params", report["metric"]):
+        table.add_column(column, no_wrap=True)
+    for run in report["runs"]:
+        table.add_row(run["name"], f"{run['params']:,}", f"{run['loss']:.4f}")
+    console.print(table)
+    fit = report["fits"][-1]
+    console.print(f"fit: L(N) = {fit['c']:.4f} + {fit['a']:.4g}·N^-{fit['alpha']:.4f} (rmse {fit['rmse']:.4f})",
+                  highlight=False)
+    holdout = report["holdout"]
+    if holdout is None:
+        console.print("held out: needs 4 or more proxies (the largest is predicted from the others)")
+    elif "error" in holdout:
+        console.print(f"held out: {holdout['run']}: {holdout['error']}", highlight=False)
+    else:
+        console.print(f"held out: {holdout['run']} predicted {holdout['predicted']:.4f}, measured "
+                      f"{holdout['actual']:.4f} ({holdout['rel_error']:+.2%})", highlight=False)
+    if report["targets"]:
+        predicted = Table(title=f"predicted {report['metric']} after {tokens:,} tokens")
+        for column in ("stage", f"{report['count']} params", report["metric"]):
+            predicted.add_column(column, no_wrap=True)
+        for t in report["targets"]:
+            predicted.add_row(t["stage"], f"{t['params']:,}", f"{t['loss']:.4f}")
+        console.print(predicted)
+    for warning in report["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"plot: {report['plot']}", highlight=False)
