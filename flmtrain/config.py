@@ -138,6 +138,9 @@ class TrainConfig:
     """Stop after this many consecutive steps with a NaN/inf loss or gradient."""
     peak_tflops: float | None = None
     """Peak TFLOP/s per device for MFU; None: looked up from the GPU's name (unknown on CPU)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: the GPU path (megatron-core, NCCL, megatron-format checkpoints) when CUDA is available, else the
+    CPU path (fp32, gloo, torch-format checkpoints); cpu forces the CPU path on a GPU machine too."""
 
     def validate(self) -> None:
         if self.global_batch <= 0 or self.micro_batch <= 0:

@@ -288,6 +288,9 @@ class MegatronEngine:
 
 
 def make_engine(stage: StageConfig, vocab_size: int, *, train: bool = True) -> CpuEngine | MegatronEngine:
-    """GPU when CUDA is available (megatron-core), else the CPU path; `train=False` builds no optimizer."""
-    engine = MegatronEngine if torch.cuda.is_available() else CpuEngine
+    """The GPU path (megatron-core) when the process group is NCCL, else the CPU path (see
+    StageConfig.train.device); `train=False` builds no optimizer."""
+    from flmtrain.parallel import on_gpu
+
+    engine = MegatronEngine if on_gpu() else CpuEngine
     return engine(stage, vocab_size, train=train)

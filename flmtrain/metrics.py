@@ -28,7 +28,9 @@ def peak_tflops(configured: float | None = None) -> float | None:
     """The configured peak, else the current GPU's from its name; None when unknown (CPU)."""
     if configured is not None:
         return configured
-    if not torch.cuda.is_available():
+    from flmtrain.parallel import on_gpu
+
+    if not on_gpu():
         return None
     name = torch.cuda.get_device_name()
     for key, value in PEAK_BF16_TFLOPS.items():

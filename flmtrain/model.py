@@ -45,7 +45,7 @@ from flmtrain.attention import FLMCoreAttention
 from flmtrain.config import ModelConfig
 from flmtrain.fused_loss import linear_cross_entropy_sum
 from flmtrain.mup import width_mult
-from flmtrain.parallel import seed_everything
+from flmtrain.parallel import on_gpu, seed_everything
 from flmtrain.plan import padded_vocab
 
 
@@ -118,7 +118,7 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
         embedding_init_method_std=cfg.init_std,
         params_dtype=params_dtype,
         pipeline_dtype=params_dtype,
-        use_cpu_initialization=not torch.cuda.is_available(),
+        use_cpu_initialization=not on_gpu(),
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         sequence_parallel=sequence_parallel,
@@ -136,7 +136,7 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
 
 def _compiled(cfg: ModelConfig) -> bool:
     """Whether the model's elementwise pieces run compiled: asked for and on a GPU."""
-    return cfg.kernels.compile and torch.cuda.is_available()
+    return cfg.kernels.compile and on_gpu()
 
 
 def layer_spec(cfg: ModelConfig) -> ModuleSpec:

@@ -34,6 +34,12 @@ class ParallelInfo:
     device: torch.device
 
 
+def on_gpu() -> bool:
+    """Whether this process computes on its GPU: its process group is NCCL (init_parallel picks gloo for the
+    CPU path, also on a machine with GPUs when the stage says train.device=cpu)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, torch and (on GPU) megatron's model-parallel CUDA RNG tracker.
 
@@ -44,7 +50,7 @@ def seed_everything(seed: int) -> None:
         seed += 100 * parallel_state.get_pipeline_model_parallel_rank()
     random.seed(seed)
     torch.manual_seed(seed)
-    if torch.cuda.is_available() and parallel_state.model_parallel_is_initialized():
+    if on_gpu() and parallel_state.model_parallel_is_initialized():
         from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
         model_parallel_cuda_manual_seed(seed)

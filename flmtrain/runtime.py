@@ -24,9 +24,12 @@ def distributed(stage: StageConfig, seed: int) -> Iterator[None]:
     """torch.distributed + megatron parallel_state for this process (torchrun env or one process)."""
     from flmtrain.parallel import destroy_parallel, init_parallel
 
+    device = stage.train.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is cuda but no CUDA GPU is visible to this process")
     already = dist.is_available() and dist.is_initialized()
     if not already:
-        init_parallel(stage.parallel.tp, stage.parallel.pp, seed=seed)
+        init_parallel(stage.parallel.tp, stage.parallel.pp, backend="gloo" if device == "cpu" else None, seed=seed)
     try:
         yield
     finally:

@@ -38,6 +38,7 @@ from flmtrain.growth.ramp import resume_ramp
 from flmtrain.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 from flmtrain.metrics import MetricsLogger, peak_tflops
 from flmtrain.mixture_config import MixtureConfig
+from flmtrain.parallel import on_gpu
 from flmtrain.runtime import (
     all_reduce_sum,
     data_parallel,
@@ -154,7 +155,7 @@ class Trainer:
         self.engine = make_engine(self.stage, self.stage.model.vocab_size)
         if self.stage.growth and self.engine.checkpoint_format != "torch":
             raise ValueError(f"stage {self.stage.name!r} schedules in-place growth, which only the CPU engine "
-                             "supports; grow offline with `flm grow` (torch-format checkpoints) instead")
+                             "supports (--set train.device=cpu); on GPUs it is not supported yet")
         if self.resumed_from is not None:
             self._load(self.resumed_from)
             self.ramp = resume_ramp(self.engine.module, self.growth_history, self.step)
@@ -232,7 +233,7 @@ class Trainer:
 
     @property
     def device_name(self) -> str:
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        return torch.cuda.get_device_name() if on_gpu() else "cpu"
 
     def _train_step(self) -> tuple[float, float, float, bool]:
         """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied)."""
@@ -279,7 +280,7 @@ class Trainer:
                         bad_in_a_row += 1
                         log.warning("step %d: non-finite loss %s or grad norm %s; step skipped (%d in a row)",
                                     self.step, loss, grad_norm, bad_in_a_row)
-                    if torch.cuda.is_available():
+                    if on_gpu():
                         torch.cuda.synchronize()
                     seconds = time.perf_counter() - t0
                     tokens_per_s = self.tokens_per_step / seconds

@@ -205,6 +205,23 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "no meta.json" in bad.output
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's answer")
+def test_device_choice() -> None:
+    """train.device=cuda without a GPU is a clear error; cpu and auto both take the CPU path here."""
+    from flmtrain.parallel import on_gpu
+    from flmtrain.runtime import distributed
+
+    stage = load_config(StageConfig, find_config("tiny", "stages"), ["train.device=cuda"])
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"), distributed(stage, seed=0):
+        pass
+    for device in ("cpu", "auto"):
+        stage.train.device = device
+        with distributed(stage, seed=0):
+            assert not on_gpu()
+    bad = CliRunner().invoke(app, ["config", "show", "tiny", "--set", "train.device=tpu"])
+    assert bad.exit_code != 0 and "train.device" in bad.output
+
+
 def test_scheduled_growth_in_the_loop_and_resume_across_it(mixture: MixtureConfig, tmp_path: Path) -> None:
     """stage.growth grows tiny into tiny-grown in place at a token count; the loss goes on smoothly, the
     LR schedule restarts, and a run resumed from a checkpoint taken mid-ramp reproduces the straight run."""

@@ -52,8 +52,9 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
     src, out = Path(src), Path(out)
     meta = read_meta(src)
     if meta.get("format") != "torch":
-        raise GrowthError(f"{src}: checkpoint format {meta.get('format')!r}; flm grow reads the torch format "
-                          "(CPU training). A megatron (dist_checkpointing) checkpoint has to be converted first")
+        raise GrowthError(f"{src}: checkpoint format {meta.get('format')!r}; flm grow reads the torch format that "
+                          "the CPU path writes. Growing a GPU (megatron dist_checkpointing) checkpoint is not "
+                          "supported yet; for a small stage on a GPU machine, train it with --set train.device=cpu")
     if out.exists():
         raise GrowthError(f"{out} already exists; choose a new --out")
     step = int(meta["step"])
@@ -72,6 +73,7 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
     saved_opt = torch.load(src / "optimizer.pt", map_location="cpu", weights_only=False)
     build = copy.deepcopy(dst_stage)
     build.parallel.tp = build.parallel.pp = build.parallel.dp = 1
+    build.train.device = "cpu"  # growth runs on the CPU engine, also on a machine with GPUs
     with distributed(build, seed=build.train.seed), torch.random.fork_rng():
         report("grow", 1, 3)
         torch.manual_seed(build.train.seed + step)  # the new entries' initialization
