@@ -176,7 +176,8 @@ def target_model(name: str, proxies: Sequence[ProxyRun]) -> tuple[str, ModelConf
 def predict_loss(run_dirs: Sequence[Path], targets: Sequence[str], *, metric: Metric = "loss",
                  count: Count = "non-embedding", points: int = 8, window: float = 0.1) -> dict[str, Any]:
     """Fit the proxies' power law at `points` token counts over the range they all cover and predict the
-    targets' losses there. Returns a JSON-ready report (runs, fits, holdout check, targets, warnings)."""
+    targets' losses there (None at an early count where the losses do not fall with size yet; the last
+    count must fit). Returns a JSON-ready report (runs, fits, holdout check, targets, warnings)."""
     runs = [read_run(path, metric=metric, count=count) for path in run_dirs]
     runs.sort(key=lambda run: run.params)
     if len({run.params for run in runs}) < 3:
@@ -190,7 +191,7 @@ def predict_loss(run_dirs: Sequence[Path], targets: Sequence[str], *, metric: Me
     grid = np.unique(np.geomspace(max(start, end / 64), end, max(points, 1)).round())
     sizes = np.array([run.params for run in runs], dtype=float)
     curves = np.array([[run.loss_at(t, window) for t in grid] for run in runs])  # [run, token]
-    laws = [fit_power_law(sizes, curves[:, j]) for j in range(len(grid))]
+    laws = [_fit_or_none(sizes, curves[:, j]) for j in range(len(grid) - 1)] + [fit_power_law(sizes, curves[:, -1])]
     final = laws[-1]
     target_models = [target_model(name, runs) for name in targets]
     return {
@@ -200,14 +201,25 @@ def predict_loss(run_dirs: Sequence[Path], targets: Sequence[str], *, metric: Me
                  for i, run in enumerate(runs)],
         "fits": [{"tokens": int(t), "a": law.a, "alpha": round(law.alpha, 5), "c": round(law.c, 5),
                   "rmse": round(float(np.sqrt(np.mean((law(sizes) - curves[:, j]) ** 2))), 5)}
+                 if law is not None else {"tokens": int(t), "error": "losses do not fall with size yet"}
                  for j, (t, law) in enumerate(zip(grid, laws, strict=True))],
         "holdout": _holdout(sizes, curves[:, -1], runs),
         "targets": [{"stage": name, "params": model_params(model, count),
                      "loss": round(float(final(model_params(model, count))), 4),
-                     "curve": [round(float(law(model_params(model, count))), 4) for law in laws]}
+                     "curve": [None if law is None else round(float(law(model_params(model, count))), 4)
+                               for law in laws]}
                     for name, model in target_models],
         "warnings": consistency_warnings(runs),
     }
+
+
+def _fit_or_none(sizes: np.ndarray, losses: np.ndarray) -> PowerLaw | None:
+    """The law at an intermediate token count, or None where it does not hold yet (early in training the
+    larger proxies need not be ahead)."""
+    try:
+        return fit_power_law(sizes, losses)
+    except PredictionError:
+        return None
 
 
 def _holdout(sizes: np.ndarray, losses: np.ndarray, runs: Sequence[ProxyRun]) -> dict[str, Any] | None:
@@ -253,7 +265,8 @@ def plot_prediction(report: dict[str, Any], path: Path) -> Path:
     for run in report["runs"]:
         by_tokens.plot(tokens, run["curve"], marker="o", markersize=3, label=run["name"])
     for target in report["targets"]:
-        by_tokens.plot(tokens, target["curve"], linestyle="--", label=f"{target['stage']} (predicted)")
+        points = [(t, v) for t, v in zip(tokens, target["curve"], strict=True) if v is not None]
+        by_tokens.plot(*zip(*points, strict=True), linestyle="--", label=f"{target['stage']} (predicted)")
     by_tokens.set_xscale("log")
     by_tokens.set_xlabel("tokens seen")
     by_tokens.set_ylabel(report["metric"])

@@ -29,8 +29,9 @@ def loss(params: float, tokens: float) -> float:
 
 
 def write_run(root: Path, hidden: int, *, noise: float = 0.002, steps: int = 100, checkpoint: bool = True,
-              seed: int = 0) -> Path:
-    """A run directory as `flm train` leaves it: metrics.jsonl and a checkpoint's meta.json."""
+              seed: int = 0, early_steps: int = 0) -> Path:
+    """A run directory as `flm train` leaves it: metrics.jsonl and a checkpoint's meta.json. For the first
+    `early_steps` the larger model is behind (as early in real training)."""
     run = root / f"proxy-{hidden}"
     run.mkdir(parents=True)
     cfg = stage(hidden)
@@ -40,6 +41,8 @@ def write_run(root: Path, hidden: int, *, noise: float = 0.002, steps: int = 100
         for step in range(1, steps + 1):
             tokens = step * TOKENS_PER_STEP
             value = loss(n, tokens) * (1 + noise * rng.standard_normal())
+            if step <= early_steps:
+                value = 12.0 + n * 1e-6
             fh.write(json.dumps({"step": step, "loss": value, "tokens_seen": tokens, "skipped": False}) + "\n")
     if checkpoint:
         ckpt = run / "checkpoints" / f"step-{steps}"
@@ -80,6 +83,14 @@ def test_predicts_a_wider_stage_from_proxies(tmp_path: Path) -> None:
     assert report["warnings"] == []  # same hyperparameters, μP on
     total = predict_loss(runs, ["tiny-grown"], count="total", points=2)
     assert total["runs"][0]["params"] > report["runs"][0]["params"]  # embedding and head counted
+
+
+def test_early_token_counts_without_a_law_are_skipped(tmp_path: Path) -> None:
+    runs = [write_run(tmp_path, h, early_steps=10) for h in (32, 48, 64)]
+    report = predict_loss(runs, ["tiny-grown"], points=6)
+    assert "error" in report["fits"][0] and "error" not in report["fits"][-1]
+    curve = report["targets"][0]["curve"]
+    assert curve[0] is None and curve[-1] == report["targets"][0]["loss"]
 
 
 def test_run_problems_are_named(tmp_path: Path) -> None:
