@@ -113,6 +113,8 @@ def evaluate(
     mixture: Annotated[Path | None, typer.Option(help="Mixture YAML (default: the checkpoint's).")] = None,
     batches: Annotated[int | None, typer.Option(help="Only the first N micro-batches of the split.")] = None,
     micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Sequences per micro-batch.")] = None,
+    by_source: Annotated[bool, typer.Option("--by-source", help="Also the loss of each source's held-out "
+                                                                "documents on their own (e.g. pile, wudao).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Compute validation loss of a checkpoint on a mixture's held-out split."""
@@ -123,7 +125,8 @@ def evaluate(
 
     try:
         mixture_cfg = load_config(MixtureConfig, mixture) if mixture is not None else None
-        result = evaluate_checkpoint(checkpoint, mixture_cfg, micro_batch=micro_batch, max_batches=batches)
+        result = evaluate_checkpoint(checkpoint, mixture_cfg, micro_batch=micro_batch, max_batches=batches,
+                                     by_source=by_source)
     except (ConfigError, TokenShardError, CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     if not _is_rank0():
@@ -134,3 +137,6 @@ def evaluate(
     perplexity = math.exp(min(result.val_loss, 50.0))
     console.print(f"val_loss {result.val_loss:.4f} (perplexity {perplexity:.2f}) on {result.tokens:,} tokens; "
                   f"checkpoint {result.checkpoint} (step {result.step})", highlight=False)
+    for name, source in result.by_source.items():
+        console.print(f"  {name}: val_loss {source['val_loss']:.4f} (perplexity "
+                      f"{math.exp(min(source['val_loss'], 50.0)):.2f}) on {source['tokens']:,} tokens", highlight=False)

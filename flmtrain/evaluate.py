@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,17 @@ class EvalResult:
     val_loss: float
     tokens: int
     seconds: float
+    by_source: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per mixture source (e.g. pile, wudao): its own held-out split's val_loss and tokens, when asked for."""
 
 
 def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *, micro_batch: int | None = None,
-                        max_batches: int | None = None) -> EvalResult:
+                        max_batches: int | None = None, by_source: bool = False) -> EvalResult:
     """Load a checkpoint's weights into its stage's model and compute the validation loss.
 
     The stage (shapes included, so grown checkpoints work) and, unless given, the mixture come from
-    the checkpoint's meta.json.
+    the checkpoint's meta.json. `by_source` also evaluates each source's held-out documents on their own
+    (the same documents the blend holds out), e.g. English and Chinese apart; `max_batches` applies to each.
     """
     from flmtrain.engine import make_engine
 
@@ -73,6 +76,12 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
         engine = make_engine(stage, stage.model.vocab_size, train=False)
         load_checkpoint(path, model=engine.module)
         resume_ramp(engine.module, meta.get("growth_history", []), int(meta["step"]))  # masks of a recent growth
-        loss, tokens = validation_loss(engine, mixture, micro_batch or stage.train.micro_batch, max_batches)
+        micro = micro_batch or stage.train.micro_batch
+        loss, tokens = validation_loss(engine, mixture, micro, max_batches)
+        sources = {}
+        for source in mixture_cfg.sources if by_source else []:
+            alone = open_mixture(replace(mixture_cfg, sources=[replace(source, weight=1.0)]), stage.model.seq_len)
+            source_loss, source_tokens = validation_loss(engine, alone, micro, max_batches)
+            sources[source.name] = {"val_loss": source_loss, "tokens": source_tokens}
     return EvalResult(checkpoint=str(path), step=int(meta["step"]), val_loss=loss, tokens=tokens,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start, by_source=sources)

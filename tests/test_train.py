@@ -197,6 +197,34 @@ def test_cli_train_eval_and_rerun(mixture_dict: dict, tmp_path: Path) -> None:
     assert continued["start_step"] == 4 and continued["step"] == 6
 
 
+def test_eval_by_source(mixture_dict: dict, sample_dir: Path, tmp_path: Path) -> None:
+    """English (Pile) and Chinese (WuDao) held-out documents evaluated apart; the blend lies between them."""
+    zh = tmp_path / "zh-bytes"
+    zh.mkdir()
+    docs = [np.append(np.frombuffer(d["content"].encode("utf-8"), dtype=np.uint8).astype(np.uint32), EOS)
+            for d in json.loads(sorted((sample_dir / "wudao").glob("*.json"))[0].read_text(encoding="utf-8"))]
+    batch = documents_to_batch(docs, [str(i) for i in range(len(docs))], ["wudao"] * len(docs), [""] * len(docs))
+    Manifest(tokenizer_hash="bytes-v1", vocab_size=EOS + 1, eos_id=EOS,
+             shards=[write_shard(zh / "part-00000.arrow", [batch])]).save(zh)
+    mix = {**mixture_dict, "sources": [*mixture_dict["sources"], {"name": "wudao", "path": str(zh)}]}
+    mix_yaml = tmp_path / "mix.yaml"
+    mix_yaml.write_text(json.dumps(mix))
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--stage", "tiny", "--mixture", str(mix_yaml), "--run-dir",
+                                  str(tmp_path / "run"), "--steps", "4", "--json",
+                                  *[a for kv in FAST for a in ("--set", kv)]])
+    assert trained.exit_code == 0, trained.output
+    checkpoint = json.loads(trained.stdout)["checkpoint"]
+    result = runner.invoke(app, ["eval", "--checkpoint", checkpoint, "--by-source", "--batches", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    losses = {name: source["val_loss"] for name, source in report["by_source"].items()}
+    assert set(losses) == {"pile", "wudao"} and losses["pile"] != losses["wudao"]
+    assert min(losses.values()) - 1e-6 <= report["val_loss"] <= max(losses.values()) + 1e-6
+    table = runner.invoke(app, ["eval", "--checkpoint", checkpoint, "--by-source", "--batches", "2"])
+    assert table.exit_code == 0 and "wudao: val_loss" in table.stdout
+
+
 def test_cli_errors_are_clear(tmp_path: Path) -> None:
     runner = CliRunner()
     missing = runner.invoke(app, ["train", "--stage", "tiny"])
