@@ -45,14 +45,19 @@ def predict_loss(
     _render(report)
 
 
+def _size_table(title: str, first: str, rows: list[dict[str, Any]], report: dict[str, Any]) -> Table:
+    """name, size and loss per row (proxies measured, targets predicted)."""
+    table = Table(title=title)
+    for column in (first, f"{report['count']} params", report["metric"]):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(row.get("name", row.get("stage")), f"{row['params']:,}", f"{row['loss']:.4f}")
+    return table
+
+
 def _render(report: dict[str, Any]) -> None:
     tokens = report["tokens"][-1]
-    table = Table(title=f"proxies: {report['metric']} at {tokens:,} tokens")
-    for column in ("run", f"{report['count']} params", report["metric"]):
-        table.add_column(column, no_wrap=True)
-    for run in report["runs"]:
-        table.add_row(run["name"], f"{run['params']:,}", f"{run['loss']:.4f}")
-    console.print(table)
+    console.print(_size_table(f"proxies: {report['metric']} at {tokens:,} tokens", "run", report["runs"], report))
     fit = report["fits"][-1]
     console.print(f"fit: L(N) = {fit['c']:.4f} + {fit['a']:.4g}·N^-{fit['alpha']:.4f} (rmse {fit['rmse']:.4f})",
                   highlight=False)
@@ -65,12 +70,8 @@ def _render(report: dict[str, Any]) -> None:
         console.print(f"held out: {holdout['run']} predicted {holdout['predicted']:.4f}, measured "
                       f"{holdout['actual']:.4f} ({holdout['rel_error']:+.2%})", highlight=False)
     if report["targets"]:
-        predicted = Table(title=f"predicted {report['metric']} after {tokens:,} tokens")
-        for column in ("stage", f"{report['count']} params", report["metric"]):
-            predicted.add_column(column, no_wrap=True)
-        for t in report["targets"]:
-            predicted.add_row(t["stage"], f"{t['params']:,}", f"{t['loss']:.4f}")
-        console.print(predicted)
+        console.print(_size_table(f"predicted {report['metric']} after {tokens:,} tokens", "stage",
+                                  report["targets"], report))
     for warning in report["warnings"]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(f"plot: {report['plot']}", highlight=False)
