@@ -498,6 +498,14 @@ echo "Submitted batch job $n"
         assert f"--dependency=afterok:{previous}" in jobs[job]
     script = (Path(stages[0].logging_dir) / "launch_script.slurm").read_text()
     assert "#SBATCH --partition=cpu" in script and "#SBATCH --array=0-0" in script
+    # A rerun while the chain is still queued submits nothing and names the jobs; once they are gone it does.
+    squeue = bin_dir / "squeue"
+    squeue.write_text(f"#!/bin/sh\necho {ids[0]}_0\necho {ids[3]}\n")
+    squeue.chmod(0o755)
+    with pytest.raises(PrepareError, match=f"Slurm jobs {ids[0]}, {ids[3]} of the previous submission"):
+        run_stages(stages, cfg.executor, "flm-test")
+    squeue.write_text("#!/bin/sh\nexit 1\n")  # squeue: the jobs are gone (invalid job id)
+    assert len(run_stages(stages, cfg.executor, "flm-test")) == 6
 
 
 

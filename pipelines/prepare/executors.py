@@ -7,7 +7,9 @@ they consumed its earlier output. Slurm submits the whole chain at once with job
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,14 +53,43 @@ def clear(stage: Stage) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+SLURM_JOBS = "slurm-jobs.json"
+"""The job ids of the last Slurm submission, next to the stages' logs: a rerun checks them first."""
+
+
+def still_queued(job_ids: list[str]) -> list[str]:
+    """Those of `job_ids` that Slurm still lists (pending or running); [] when squeue cannot tell."""
+    try:
+        listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
+                                text=True, timeout=60, check=False).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    running = {entry.split("_")[0] for entry in listed}  # array tasks show as <id>_<task>
+    return [job for job in job_ids if job in running]
+
+
+def submit_slurm(stages: list[Stage], cfg: ExecutorConfig, job_prefix: str) -> list[str]:
+    """Submit the stage chain with afterok dependencies, unless the previous submission is still queued
+    (a second chain would run the same tasks at the same time)."""
+    record = Path(stages[0].logging_dir).parent / SLURM_JOBS
+    if record.is_file() and (queued := still_queued(json.loads(record.read_text(encoding="utf-8")))):
+        raise PrepareError(f"Slurm jobs {', '.join(queued)} of the previous submission (recorded in {record}) are "
+                           f"still queued or running; wait for them (squeue) or cancel them "
+                           f"(scancel {' '.join(queued)}), then rerun")
+    chain: list[PipelineExecutor] = []
+    for stage in stages:
+        chain.append(make_executor(stage, cfg, f"{job_prefix}-{stage.name}", depends=chain[-1] if chain else None))
+    chain[-1].run()  # submits the dependencies first; a stage with nothing left to run gets job id -1
+    job_ids = [str(executor.job_id) for executor in chain if str(executor.job_id) != "-1"]
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(job_ids), encoding="utf-8")
+    return job_ids
+
+
 def run_stages(stages: list[Stage], cfg: ExecutorConfig, job_prefix: str) -> list[str]:
     """Run (local, Ray) or submit (Slurm) the stages in order; returns the Slurm jobs submitted ([] otherwise)."""
     if cfg.kind == "slurm":
-        chain: list[PipelineExecutor] = []
-        for stage in stages:
-            chain.append(make_executor(stage, cfg, f"{job_prefix}-{stage.name}", depends=chain[-1] if chain else None))
-        chain[-1].run()  # submits the dependencies first; a stage with nothing left to run gets job id -1
-        return [str(executor.job_id) for executor in chain if str(executor.job_id) != "-1"]
+        return submit_slurm(stages, cfg, job_prefix)
     for i, stage in enumerate(stages):
         executor = make_executor(stage, cfg, f"{job_prefix}-{stage.name}")
         if executor.get_incomplete_ranks():
