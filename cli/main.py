@@ -12,6 +12,7 @@ from cli import (
     data_mix,
     data_prepare,
     data_tokenize,
+    export_cmd,
     generate_cmd,
     grow_cmd,
     predict_cmd,
@@ -43,6 +44,7 @@ app.command("eval")(train_cmd.evaluate)
 app.command("grow")(grow_cmd.grow)
 app.command("predict-loss")(predict_cmd.predict_loss)
 app.command("generate")(generate_cmd.generate)
+app.command("export")(export_cmd.export)
 app.command("run")(run_cmd.run)
 
 
