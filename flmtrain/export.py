@@ -171,6 +171,7 @@ def _save_tensors(tensors: dict[str, torch.Tensor], directory: Path, dtype: torc
         # Own, contiguous copies: q/k/v and gate/up are views of one fused tensor, which safetensors refuses.
         save_file({k: v.to(dtype).contiguous().clone() for k, v in shard.items()}, str(directory / name),
                   metadata={"format": "pt"})
+        os.chmod(directory / name, directory.stat().st_mode & 0o666)  # safetensors writes 0600; others may load it
     report("export", len(shards), len(shards))
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.numel() * dtype.itemsize for t in tensors.values())},

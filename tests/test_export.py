@@ -245,15 +245,42 @@ def test_clear_errors(tmp_path: Path) -> None:
 
     with pytest.raises(ExportError, match="format 'megatron'.*GPU"):
         export_checkpoint(edited("gpu", format="megatron"), tmp_path / "a")
-    history = [{"step": 4, "ramp_steps": 3}]
-    with pytest.raises(ExportError, match="still ramping its masks until step 7"):
-        export_checkpoint(edited("ramping", growth_history=history), tmp_path / "b")
-    done = edited("ramped", growth_history=history, step=7)  # masks at 1 are the identity: nothing to fold
-    assert export_checkpoint(done, tmp_path / "c")["step"] == 7
     stage = config_to_dict(StageConfig(model=replace(FLM, layers=2)))
     with pytest.raises(CheckpointError, match="missing.*decoder.layers.2"):
         export_checkpoint(edited("shape", stage_config=stage), tmp_path / "d")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_grown_checkpoint_exports_once_its_masks_are_at_one(tmp_path: Path) -> None:
+    """`flm grow` output is refused while its masks ramp; past the ramp it exports the grown model's function."""
+    from flmconfig import find_config, load_config
+    from flmtrain.checkpoint import load_checkpoint
+    from flmtrain.engine import CpuEngine
+    from flmtrain.growth import resume_ramp
+    from flmtrain.growth.checkpoint import grow_checkpoint
+
+    stage = load_config(StageConfig, find_config("tiny", "stages"), [f"model.vocab_size={VOCAB}"])
+    engine = CpuEngine(stage, VOCAB)
+    engine.module(ids(), None, labels=ids(seed=1)).mean().backward()
+    engine.optimizer.step()
+    path = save_checkpoint(tmp_path / "run", 4, model=engine.module, optimizer=engine.optimizer, fmt="torch",
+                           state={"step": 4}, meta={"stage": "tiny", "stage_config": config_to_dict(stage),
+                                                    "growth_history": []})
+    grown = tmp_path / "grown"
+    grow_checkpoint(path, load_config(StageConfig, find_config("tiny-grown", "stages")), grown, ramp_steps=2)
+    with pytest.raises(ExportError, match="still ramping its masks until step 6"):
+        export_checkpoint(grown, tmp_path / "early")
+    meta = json.loads((grown / "meta.json").read_text())
+    (grown / "meta.json").write_text(json.dumps({**meta, "step": 6}))  # as if trained through the ramp
+    export_checkpoint(grown, tmp_path / "hf", dtype="fp32")
+
+    loaded = load_config(StageConfig, meta["stage_config"])
+    target = CpuEngine(loaded, VOCAB, train=False)
+    load_checkpoint(grown, model=target.module)
+    assert resume_ramp(target.module, meta["growth_history"], 6) is None  # masks at 1: the plain grown model
+    x = ids(seed=10)
+    with torch.no_grad():
+        assert (load_hf(tmp_path / "hf", remote=True)(x).logits - target.module.eval()(x, None)).abs().max() < 1e-5
 
 
 def test_cli_export_json_and_errors(tmp_path: Path) -> None:
