@@ -68,15 +68,17 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
     report = progress or (lambda label, done, total: None)
 
     weights = _load_weights(checkpoint, cfg)
-    source = {"checkpoint": str(checkpoint.resolve()), "stage": meta.get("stage"), "step": meta.get("step"),
-              "tokens_seen": meta.get("tokens_seen"), "growths": len(meta.get("growth_history", []))}
+    # provenance in config.json; no local paths, since exports get shared
+    source = {"stage": meta.get("stage"), "step": meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
+              "growths": len(meta.get("growth_history", []))}
+    special = tok["meta"] if tok is not None else None
     folded: list[str] = []
     if fmt == "llama":
         tensors, tied, folded = llama_tensors(cfg, weights)
-        config = llama_config(cfg, dtype=dtype, tokenizer=tok and tok["meta"], tied=tied, source=source)
+        config = llama_config(cfg, dtype=dtype, tokenizer=special, tied=tied, source=source)
     else:
         tensors = hf_tensors(cfg, weights)
-        config = flm_config(cfg, dtype=dtype, tokenizer=tok and tok["meta"], source=source)
+        config = flm_config(cfg, dtype=dtype, tokenizer=special, source=source)
     del weights
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
         files = _save_tensors(tensors, tmp, DTYPES[dtype], max_shard_bytes, report)
         _write_json(tmp / "config.json", config)
         _write_json(tmp / "generation_config.json",
-                    generation_config(cfg, tok and tok["meta"], use_cache=fmt == "llama"))
+                    generation_config(cfg, special, use_cache=fmt == "llama"))
         files += ["config.json", "generation_config.json"]
         if fmt == "flm":
             for name in REMOTE_CODE:
