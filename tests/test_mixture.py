@@ -314,3 +314,27 @@ def test_mix_report_cli(data: dict, tmp_path: Path) -> None:
     assert table.exit_code == 0 and "Pile-CC" in table.stdout and "epochs" in table.stdout
     bad = CliRunner().invoke(app, ["data", "mix-report", str(path), "--set", "seq_len=0"])
     assert bad.exit_code == 1 and "seq_len must be positive" in bad.output
+
+
+def test_slices_of_long_documents_are_spread_over_batches(tmp_path: Path) -> None:
+    """Four documents of 40 samples each: consecutive samples come from different documents (Megatron-like
+    sample shuffle), and each shuffle block serves every slice of the stream exactly once."""
+    directory = tmp_path / "books"
+    directory.mkdir()
+    writer = TokenShardWriter(directory / "shard-000.arrow")
+    docs = [np.full(40 * SEQ, doc_id, dtype=np.uint32) for doc_id in (1, 2, 3, 4)]
+    writer.write_batch(documents_to_batch(docs, ["1", "2", "3", "4"], ["s"] * 4, [""] * 4))
+    Manifest(tokenizer_hash="f" * 64, vocab_size=1 << 30, eos_id=EOS, shards=[writer.close()]).save(directory)
+    mixture = Mixture(load_config(MixtureConfig, {"seq_len": SEQ, "seed": 3, "valid_fraction": 0.0,
+                                                  "cache_dir": str(tmp_path / "cache"),
+                                                  "sources": [{"name": "books", "path": str(directory)}]}))
+    samples = mixture.train_samples
+    assert samples.blocks == [[160]]
+    starts = [samples.slice_start(0, 0, j) for j in range(320)]
+    assert sorted(starts[:160]) == [i * SEQ for i in range(160)]  # block 0: every slice once
+    assert sorted(starts[160:]) == [i * SEQ for i in range(160, 320)]  # block 1: the next epoch's slices
+    first_doc = samples.tokens(range(160))[:, 0]
+    same_neighbour = float(np.mean(first_doc[1:] == first_doc[:-1]))
+    assert same_neighbour < 0.5, same_neighbour  # in order it would be 156 of 159
+    assert all(len(set(first_doc[i:i + 8].tolist())) >= 2 for i in range(0, 160, 8))
+    assert np.array_equal(samples.tokens(range(160)), Mixture(mixture.cfg).train_samples.tokens(range(160)))

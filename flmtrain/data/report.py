@@ -4,7 +4,7 @@ subset, and the worst share deviation over any window, computed from the same ro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,17 @@ def window_errors(blend: Blend, num_samples: int, window: int) -> np.ndarray:
     return worst
 
 
+def _delivered(stream: Any, codes: np.ndarray, num_codes: int, count: int, block: int, seq_len: int) -> np.ndarray:
+    """Tokens per subset in a stream's first `count` samples: exact over whole shuffle blocks (they cover
+    the same tokens in any order), the last partial block counted at its own blend of subsets."""
+    full, rest = divmod(count, block)
+    done = stream.tokens_by_code(codes, num_codes, full * block * seq_len)
+    if not rest:
+        return done
+    through = stream.tokens_by_code(codes, num_codes, (full + 1) * block * seq_len)
+    return done + np.rint((through - done) * rest / block).astype(np.int64)
+
+
 def mixture_report(mixture: Mixture, num_samples: int, window: int) -> dict:
     if num_samples <= 0:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
@@ -44,9 +55,9 @@ def mixture_report(mixture: Mixture, num_samples: int, window: int) -> dict:
         lengths = source.shards.doc_lengths
         delivered = np.zeros(len(names), dtype=np.int64)
         available = np.zeros(len(names), dtype=np.int64)
-        for part, count in zip(source.parts, per_stream[s], strict=True):
+        for c, (part, count) in enumerate(zip(source.parts, per_stream[s], strict=True)):
             codes = source.index.subset_codes
-            delivered += part.train.tokens_by_code(codes, len(names), int(count) * seq_len)
+            delivered += _delivered(part.train, codes, len(names), int(count), samples.blocks[s][c], seq_len)
             available += np.bincount(codes[part.train.docs], weights=lengths[part.train.docs],
                                      minlength=len(names)).astype(np.int64)
         targets = ({p.subset: p.share for p in source.parts} if source.config.subsets
