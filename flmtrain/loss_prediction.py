@@ -98,14 +98,13 @@ class ProxyRun:
 
     def loss_at(self, tokens: float, window: float) -> float:
         """Mean loss over records with tokens in [tokens·(1 - window), tokens] (per-step losses are noisy);
-        the last record before `tokens` when none falls in the window."""
+        interpolated between the records around `tokens` when none falls in the window (val_loss is sparse)."""
         inside = (self.tokens <= tokens) & (self.tokens >= tokens * (1 - window))
         if inside.any():
             return float(self.losses[inside].mean())
-        before = self.tokens <= tokens
-        if not before.any():
+        if tokens < self.tokens[0]:
             raise PredictionError(f"{self.path}: no record at or before {tokens:,.0f} tokens")
-        return float(self.losses[before][-1])
+        return float(np.interp(tokens, self.tokens, self.losses))
 
 
 def model_params(cfg: ModelConfig, count: Count) -> int:
