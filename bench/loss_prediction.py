@@ -9,6 +9,11 @@ trained the same way. The baseline is the target's measured loss; the figure is 
 printed as one JSON line (with the held-out check: the largest proxy predicted from the others).
 
     python bench/loss_prediction.py --out bench/results/loss_prediction-cpu-<date>.json
+
+The bundled sample (1.3M tokens) is too small for the check: proxies of 25k-400k parameters are limited by
+the data and land within noise of each other, and the script reports that no law could be fitted
+(bench/results/loss_prediction-cpu-*.json). The meaningful run is on a GPU with a larger corpus; its exact
+command is in bench/results/loss_prediction-h100-*.json.
 """
 
 from __future__ import annotations
