@@ -32,10 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flmconfig import load_config  # noqa: E402
-from flmtrain.data import Mixture  # noqa: E402
-from flmtrain.mixture_config import MixtureConfig  # noqa: E402
-from pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch  # noqa: E402
+from flm.config import load_config  # noqa: E402
+from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch  # noqa: E402
+from flm.train.data import Mixture  # noqa: E402
+from flm.train.data.config import MixtureConfig  # noqa: E402
 
 VOCAB = 100256
 EOS = 100256 - 1
@@ -76,7 +76,7 @@ def write_many_documents(directory: Path, count: int, subsets: int = 20) -> None
     """`count` short documents (4..40 tokens) spread over `subsets` subsets: an index-building load."""
     import pyarrow as pa
 
-    from pipelines.token_shards import SCHEMA
+    from flm.pipelines.token_shards import SCHEMA
     rng = np.random.default_rng(7)
     directory.mkdir(parents=True)
     manifest = Manifest(tokenizer_hash="bench" * 8, vocab_size=VOCAB, eos_id=EOS, command="bench")

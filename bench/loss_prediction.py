@@ -30,12 +30,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flmtrain.loss_prediction import PredictionError, plot_prediction, predict_loss, read_run  # noqa: E402
+from flm.train.tools.loss_prediction import PredictionError, plot_prediction, predict_loss, read_run  # noqa: E402
 
 
 def flm(*args: str) -> dict:
     """Run an `flm` command with --json and return its result."""
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args, "--json"], cwd=REPO, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "flm.cli.main", *args, "--json"], cwd=REPO, capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"flm {' '.join(args)} failed:\n{done.stderr[-3000:]}")

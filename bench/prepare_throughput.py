@@ -2,7 +2,7 @@
 
 Runs the default pipeline of each source (configs/pipelines/{pile,wudao}.yaml: read, normalize,
 language id, per-subset quality profiles, exact + MinHash dedup, 16384-doc shards) with ONE worker
-on data/sample/raw through `pipelines.prepare.prepare`: what `flm data prepare --workers 1` runs,
+on data/sample/raw through `flm.pipelines.prepare.prepare`: what `flm data prepare --workers 1` runs,
 child process and datatrove executors included. The same call on the finished output (every task
 skipped) measures the fixed start-up, reported beside the throughput with and without it.
 
@@ -29,9 +29,9 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flmconfig import find_config, load_config  # noqa: E402
-from pipelines.config import PipelineConfig  # noqa: E402
-from pipelines.prepare import prepare  # noqa: E402
+from flm.config import find_config, load_config  # noqa: E402
+from flm.pipelines.config import PipelineConfig  # noqa: E402
+from flm.pipelines.prepare import prepare  # noqa: E402
 
 SOURCES = ("pile", "wudao")
 

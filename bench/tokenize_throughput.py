@@ -43,9 +43,9 @@ import zstandard
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file  # noqa: E402
-from pipelines.token_shards import TokenShards  # noqa: E402
-from tokenizer import ByteBPETokenizer, load_tokenizer  # noqa: E402
+from flm.pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file  # noqa: E402
+from flm.pipelines.token_shards import TokenShards  # noqa: E402
+from flm.tokenizer import ByteBPETokenizer, load_tokenizer  # noqa: E402
 
 TARGET = 3.5
 HF_BATCH = 1024
@@ -79,7 +79,7 @@ def cpu_seconds() -> float:
 
 def run_cli(clean: Path, out: Path, tokenizer: Path, workers: int) -> dict:
     """`flm data tokenize` in its own process, as a user runs it; its JSON result."""
-    command = [sys.executable, "-m", "cli.main", "data", "tokenize", "--input", str(clean), "--out", str(out),
+    command = [sys.executable, "-m", "flm.cli.main", "data", "tokenize", "--input", str(clean), "--out", str(out),
                "--tokenizer", str(tokenizer), "--workers", str(workers), "--json"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -36,8 +36,8 @@ import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.tokenize import tokenize_corpus, train_from_clean  # noqa: E402
-from tokenizer import TrainConfig  # noqa: E402
+from flm.pipelines.tokenize import tokenize_corpus, train_from_clean  # noqa: E402
+from flm.tokenizer import TrainConfig  # noqa: E402
 
 DOC_ROOTS = (Path("/usr/share/doc"), Path("/usr/share/debian-reference"), Path("/usr/share/games/fortunes"))
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")

@@ -4,7 +4,7 @@ Data: byte-level token shards (token = UTF-8 byte, EOS 256, vocab 257 from their
 bundled Pile + WuDao sample, made here with `make-shards` (this machine has zstandard; the GPU
 image does not) and carried to the GPU. The model is the 1b stage's shape with the shards' vocabulary.
 
-Phases, each a fresh process running the same `flmtrain.train.Trainer` that `flm train` runs:
+Phases, each a fresh process running the same `flm.train.trainer.loop.Trainer` that `flm train` runs:
   smoke    the tiny stage, 6 steps with a checkpoint at 3, then resumed from it (megatron path check);
   straight 1b, 100 steps from scratch, dist_checkpointing checkpoints at 50 and 100;
   resumed  1b, `--resume straight/checkpoints/step-50` in a new run dir, on to 100.
@@ -42,7 +42,7 @@ def make_shards(out: Path) -> None:
     import numpy as np
     import zstandard
 
-    from pipelines.token_shards import Manifest, documents_to_batch, write_shard
+    from flm.pipelines.token_shards import Manifest, documents_to_batch, write_shard
 
     sample = REPO / "data" / "sample" / "raw"
     texts = []
@@ -65,10 +65,10 @@ def phase(stage: str, mixture: Path, run_dir: Path, steps: int, resume: str, ove
     """One training run in this process (what `flm train` does), logging to run_dir/metrics.jsonl."""
     import logging
 
-    from flmconfig import find_config, load_config
-    from flmtrain.config import StageConfig
-    from flmtrain.mixture_config import MixtureConfig
-    from flmtrain.train import Trainer
+    from flm.config import find_config, load_config
+    from flm.train.config import StageConfig
+    from flm.train.data.config import MixtureConfig
+    from flm.train.trainer.loop import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage_cfg = load_config(StageConfig, find_config(stage, "stages"), overrides)
@@ -87,7 +87,7 @@ def _spawn(name: str, *args: str) -> float:
 
 
 def _curve(run_dir: Path) -> list[dict]:
-    from flmtrain.metrics import read_metrics
+    from flm.train.trainer.metrics import read_metrics
 
     return read_metrics(run_dir / "metrics.jsonl")
 

@@ -4,7 +4,7 @@ Shape (issue 9, DESIGN.md anchors): Llama-shaped 1.6B, 24 layers, hidden 2048, 1
 5632, vocab 100256, seq 2048, untied embeddings: flm's `1b` stage at the tokenizer's vocabulary.
 
 Phases, each a fresh process (allocator state and compiled graphs of one do not help another), in this order:
-  flm        the 1b stage through `flmtrain.engine.make_engine` (megatron-core DDP + distributed optimizer,
+  flm        the 1b stage through `flm.train.engine.engines.make_engine` (megatron-core DDP + distributed optimizer,
              bf16, the stage's `model.kernels` and `optim.fused`), stepped as Trainer._train_step does:
              LR schedule, zero_grad, forward_backward over the global batch's micro-batches, grad norm,
              clip + optimizer step. `--profile`: one more (untimed) step under torch.profiler, giving GPU
@@ -16,7 +16,7 @@ Phases, each a fresh process (allocator state and compiled graphs of one do not 
   loss-*     the first steps' losses of the 1b stage from one init on one batch stream: bf16 with the
              kernels (fast), bf16 without them (plain) and fp32 without them (full-precision matmuls):
              the fast path must stay within bf16 tolerance of the fp32 reference.
-FLOPs per token: 6·N + 12·L·h·s (flmtrain.plan.flops_per_token; N includes the output head). MFU is
+FLOPs per token: 6·N + 12·L·h·s (flm.train.model.size.flops_per_token; N includes the output head). MFU is
 against 989 TFLOP/s (H100 SXM dense bf16). Prints ONE JSON line and writes it to --out.
 
     python bench/train_throughput.py run --out bench/results/train_throughput-h100-2026-11-23.json
@@ -71,8 +71,8 @@ def batch_pool(n: int, seq: int, vocab: int, seed: int) -> Any:
 
 
 def stage_config(tiny: bool, overrides: list[str]) -> Any:
-    from flmconfig import find_config, load_config
-    from flmtrain.config import StageConfig
+    from flm.config import find_config, load_config
+    from flm.train.config import StageConfig
 
     sets = [f"model.vocab_size={300 if tiny else VOCAB}", f"train.global_batch={GLOBAL_BATCH}",
             *(TINY if tiny else []), *overrides]
@@ -114,11 +114,11 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
     """Train the 1b stage for warmup + steps steps through the engine `flm train` uses."""
     import torch
 
-    from flmtrain.engine import make_engine
-    from flmtrain.parallel import seed_everything
-    from flmtrain.plan import flops_per_token
-    from flmtrain.runtime import distributed
-    from flmtrain.schedule import LRSchedule
+    from flm.train.distributed.parallel import seed_everything
+    from flm.train.distributed.runtime import distributed
+    from flm.train.engine.engines import make_engine
+    from flm.train.model.size import flops_per_token
+    from flm.train.trainer.lr_schedule import LRSchedule
 
     if fp32_matmul:
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -231,7 +231,7 @@ def run_hf(tiny: bool, micro_batches: list[int], steps: int, warmup: int, compil
     import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from flmtrain.plan import flops_per_token
+    from flm.train.model.size import flops_per_token
 
     stage = stage_config(tiny, [])
     m = stage.model

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 import yaml
 
-from cli.render import console, emit_json, fail
-from flmconfig import ConfigError, config_to_dict, find_config, load_config
+from flm.cli.render import console, emit_json, fail
+from flm.config import ConfigError, config_to_dict, find_config, load_config
 
 config_app = typer.Typer(help="Inspect the typed configs under configs/ (stages, pipelines, mixtures, recipes).",
                          no_args_is_help=True)
@@ -19,15 +19,15 @@ KINDS = ("stages", "pipelines", "mixtures", "recipes")
 def config_class(kind: str) -> type:
     """The dataclass that a config kind loads into (imported lazily: each package owns its own)."""
     if kind == "stages":
-        from flmtrain.config import StageConfig
+        from flm.train.config import StageConfig
         return StageConfig
     if kind == "pipelines":
-        from pipelines.config import PipelineConfig
+        from flm.pipelines.config import PipelineConfig
         return PipelineConfig
     if kind == "mixtures":
-        from flmtrain.mixture_config import MixtureConfig
+        from flm.train.data.config import MixtureConfig
         return MixtureConfig
-    from flmtrain.recipe import Recipe
+    from flm.recipe.run import Recipe
     return Recipe
 
 

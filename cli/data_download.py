@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.render import console, emit_json, fail, progress_bars
-from pipelines.download import Batch, Download, DownloadError, Policy, fetch_all
-from pipelines.sources import PILE, SOURCES, WUDAO, Mirror, Source, SourceError, get_source, local_state
-from pipelines.wudao import REPORT_NAME, SHARD_PREFIX, WuDaoError, convert
+from flm.cli.render import console, emit_json, fail, progress_bars
+from flm.pipelines.download import Batch, Download, DownloadError, Policy, fetch_all
+from flm.pipelines.sources import PILE, SOURCES, WUDAO, Mirror, Source, SourceError, get_source, local_state
+from flm.pipelines.wudao import REPORT_NAME, SHARD_PREFIX, WuDaoError, convert
 
 
 def download(

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.render import console, emit_json, fail, progress_bars
-from flmconfig import ConfigError, find_config, load_config
+from flm.cli.render import console, emit_json, fail, progress_bars
+from flm.config import ConfigError, find_config, load_config
 
 
 def mix_report(
@@ -18,8 +18,8 @@ def mix_report(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Report the per-source and per-subset shares a mixture YAML actually delivers."""
-    from flmtrain.data import Mixture  # torch: imported only when the command runs
-    from flmtrain.mixture_config import MixtureConfig
+    from flm.train.data import Mixture  # torch: imported only when the command runs
+    from flm.train.data.config import MixtureConfig
 
     try:
         path = find_config(mixture, "mixtures")

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli.render import console, emit_json, err_console, fail, progress_bars
-from flmconfig import ConfigError, find_config, load_config
-from pipelines.config import SOURCES
+from flm.cli.render import console, emit_json, err_console, fail, progress_bars
+from flm.config import ConfigError, find_config, load_config
+from flm.pipelines.config import SOURCES
 
 if TYPE_CHECKING:
-    from pipelines.config import PipelineConfig
-    from pipelines.prepare import PrepareResult
+    from flm.pipelines.config import PipelineConfig
+    from flm.pipelines.prepare import PrepareResult
 
 
 def _configs(source: str, config: str | None, overrides: list[str]) -> list[PipelineConfig]:
-    from pipelines.config import PipelineConfig
+    from flm.pipelines.config import PipelineConfig
 
     if source not in (*SOURCES, "all"):
         fail(f"--source must be one of {', '.join(SOURCES)}, all; got {source!r}")
@@ -99,8 +99,8 @@ def prepare(
         overrides.append(f"executor.kind={executor}")
     configs = _configs(source, config, overrides)
 
-    from pipelines.prepare import PrepareError
-    from pipelines.prepare import prepare as run_prepare
+    from flm.pipelines.prepare import PrepareError
+    from flm.pipelines.prepare import prepare as run_prepare
 
     try:
         with progress_bars(enabled=not json_) as bars:

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cli.render import console, emit_json, err_console, fail
+from flm.cli.render import console, emit_json, err_console, fail
 
 DEFAULT_VOCAB = 100256
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
@@ -71,8 +71,8 @@ def _backend(value: str) -> Literal["hf", "sentencepiece"]:
 
 def _train(input_dir: Path, out: Path, vocab: int, backend: str | None, allow_smaller: bool, sample_mb: float,
            seed: int, overwrite: bool, show: bool) -> dict:
-    from pipelines.tokenize import train_from_clean
-    from tokenizer import TrainConfig
+    from flm.pipelines.tokenize import train_from_clean
+    from flm.tokenizer import TrainConfig
 
     config = TrainConfig(vocab_size=vocab, backend=_backend(backend or "hf"), allow_smaller=allow_smaller,
                          sample_bytes=int(sample_mb * 1e6), seed=seed)
@@ -101,7 +101,7 @@ def train_tokenizer(
     json_: JsonOpt = False,
 ) -> None:
     """Train a byte-level BPE tokenizer on prepared text (HF tokenizers or SentencePiece)."""
-    from tokenizer import TokenizerError
+    from flm.tokenizer import TokenizerError
 
     try:
         result = _train(input_dir, out, vocab or DEFAULT_VOCAB, backend, allow_smaller, sample_mb, seed, overwrite,
@@ -117,7 +117,7 @@ def train_tokenizer(
 
 def _tokenizer_ready(path: Path, vocab: int | None, backend: str | None) -> bool:
     """True when `path` holds a tokenizer to reuse; a clear error when it does not match what was asked."""
-    from tokenizer import TokenizerError, TokenizerMeta
+    from flm.tokenizer import TokenizerError, TokenizerMeta
 
     if not (path / "meta.json").exists():
         return False
@@ -147,8 +147,8 @@ def tokenize(
     json_: JsonOpt = False,
 ) -> None:
     """Train (if needed) a byte-level BPE tokenizer and write Arrow token shards."""
-    from pipelines.tokenize import tokenize_corpus
-    from tokenizer import TokenizerError
+    from flm.pipelines.tokenize import tokenize_corpus
+    from flm.tokenizer import TokenizerError
 
     tokenizer_dir = tokenizer or out.resolve().parent / "tokenizer"
     workers = workers or os.cpu_count() or 1
@@ -191,8 +191,8 @@ def inspect(
     json_: JsonOpt = False,
 ) -> None:
     """Summarize token shards per source and decode a sample document back to text."""
-    from pipelines.token_inspect import inspect_tokens
-    from tokenizer import TokenizerError
+    from flm.pipelines.token_inspect import inspect_tokens
+    from flm.tokenizer import TokenizerError
 
     try:
         report = inspect_tokens(tokens, tokenizer, sample_doc=doc)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.render import console, emit_json, fail
+from flm.cli.render import console, emit_json, fail
 
 
 def generate(
@@ -23,8 +23,8 @@ def generate(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Generate text from a checkpoint given one or more prompts."""
-    from flmtrain.checkpoint import CheckpointError
-    from flmtrain.generate import generate as run_generate
+    from flm.train.checkpoint.store import CheckpointError
+    from flm.train.tools.generate import generate as run_generate
 
     try:
         results = run_generate(checkpoint, prompt, tokenizer_dir=tokenizer, max_new_tokens=max_new_tokens,

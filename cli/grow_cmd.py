@@ -8,12 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.render import console, emit_json, err_console, fail, progress_bars
-from flmconfig import ConfigError, find_config, load_config
+from flm.cli.render import console, emit_json, err_console, fail, progress_bars
+from flm.config import ConfigError, find_config, load_config
 
 
 def _stage(name: str, overrides: list[str] | None = None) -> Any:
-    from flmtrain.config import StageConfig
+    from flm.train.config import StageConfig
 
     return load_config(StageConfig, find_config(name, "stages"), overrides or [])
 
@@ -32,8 +32,8 @@ def grow(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Grow a checkpoint into the next stage's shape without changing its function (MSG)."""
-    from flmtrain.checkpoint import CheckpointError
-    from flmtrain.growth import GrowthError
+    from flm.train.checkpoint.store import CheckpointError
+    from flm.train.growth import GrowthError
 
     try:
         dst = _stage(to, set_)
@@ -50,9 +50,9 @@ def grow(
 
 
 def _dry_run(dst: Any, checkpoint: Path | None, from_: str | None, json_: bool) -> None:
-    from flmtrain.checkpoint import read_meta
-    from flmtrain.growth.checkpoint import source_stage, target_stage
-    from flmtrain.growth.plan import plan_growth
+    from flm.train.checkpoint.store import read_meta
+    from flm.train.growth.dry_run import plan_growth
+    from flm.train.growth.grow_checkpoint import source_stage, target_stage
 
     if (checkpoint is None) == (from_ is None):
         fail("--dry-run needs exactly one source: --from STAGE or --checkpoint C")
@@ -78,7 +78,7 @@ def _dry_run(dst: Any, checkpoint: Path | None, from_: str | None, json_: bool) 
 
 
 def _grow(checkpoint: Path, dst: Any, out: Path, ramp_steps: int, json_: bool) -> None:
-    from flmtrain.growth.checkpoint import grow_checkpoint
+    from flm.train.growth.grow_checkpoint import grow_checkpoint
 
     with progress_bars(enabled=not json_) as bars:
         record = grow_checkpoint(checkpoint, dst, out, ramp_steps=ramp_steps, progress=bars)

@@ -7,7 +7,7 @@ import warnings
 
 import typer
 
-from cli import (
+from flm.cli import (
     data_download,
     data_mix,
     data_prepare,
@@ -19,7 +19,7 @@ from cli import (
     run_cmd,
     train_cmd,
 )
-from cli.config_cmd import config_app
+from flm.cli.config_cmd import config_app
 
 app = typer.Typer(
     name="flm",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.render import console, emit_json, err_console, fail
+from flm.cli.render import console, emit_json, err_console, fail
 
 
 def predict_loss(
@@ -29,10 +29,10 @@ def predict_loss(
         fail(f"--metric must be loss or val_loss, got {metric!r}")
     if count not in ("non-embedding", "total"):
         fail(f"--count must be non-embedding or total, got {count!r}")
-    from flmconfig import ConfigError
-    from flmtrain.checkpoint import CheckpointError
-    from flmtrain.loss_prediction import PredictionError, plot_prediction
-    from flmtrain.loss_prediction import predict_loss as predict
+    from flm.config import ConfigError
+    from flm.train.checkpoint.store import CheckpointError
+    from flm.train.tools.loss_prediction import PredictionError, plot_prediction
+    from flm.train.tools.loss_prediction import predict_loss as predict
 
     try:
         report = predict(runs, target or [], metric=metric, count=count, points=points, window=window)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.render import console, emit_json, err_console, fail, progress_bars
+from flm.cli.render import console, emit_json, err_console, fail, progress_bars
 
 
 def run(
@@ -28,9 +28,9 @@ def run(
 
     Finished stages are skipped on a rerun (each records its result under OUT/.recipe/); --fresh redoes all.
     """
-    from flmconfig import ConfigError
-    from flmtrain.recipe import STAGES, RecipeRun, load_recipe
-    from flmtrain.recipe import fresh as remove_outputs
+    from flm.config import ConfigError
+    from flm.recipe.run import STAGES, RecipeRun, load_recipe
+    from flm.recipe.run import fresh as remove_outputs
 
     try:
         cfg = load_recipe(recipe, set_ or [])

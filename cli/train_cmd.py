@@ -1,4 +1,4 @@
-"""`flm train` and `flm eval`: thin wrappers over flmtrain.train and flmtrain.evaluate."""
+"""`flm train` and `flm eval`: thin wrappers over flm.train.trainer.loop and flm.train.trainer.evaluate."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.render import console, emit_json, err_console, fail, progress_bars
-from flmconfig import ConfigError, find_config, load_config
+from flm.cli.render import console, emit_json, err_console, fail, progress_bars
+from flm.config import ConfigError, find_config, load_config
 
 
 def _is_rank0() -> bool:
@@ -45,7 +45,7 @@ def train(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Train a stage (tiny ... 101b) on a mixture with megatron-core; resumes from the run dir."""
-    from flmtrain.config import StageConfig
+    from flm.train.config import StageConfig
 
     try:
         stage_cfg = load_config(StageConfig, find_config(stage, "stages"), set_ or [])
@@ -60,7 +60,7 @@ def train(
 
 
 def _dry_run(stage_cfg: Any, json_: bool) -> None:
-    from flmtrain.plan import dry_run
+    from flm.train.model.size import dry_run
 
     plan = dry_run(stage_cfg)
     if json_:
@@ -71,10 +71,10 @@ def _dry_run(stage_cfg: Any, json_: bool) -> None:
 
 
 def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resume: str, json_: bool) -> None:
-    from flmtrain.checkpoint import CheckpointError
-    from flmtrain.mixture_config import MixtureConfig
-    from flmtrain.train import Trainer, TrainingDiverged
-    from pipelines.token_shards import TokenShardError
+    from flm.pipelines.token_shards import TokenShardError
+    from flm.train.checkpoint.store import CheckpointError
+    from flm.train.data.config import MixtureConfig
+    from flm.train.trainer.loop import Trainer, TrainingDiverged
 
     try:
         mixture_cfg = load_config(MixtureConfig, mixture)
@@ -118,10 +118,10 @@ def evaluate(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Compute validation loss of a checkpoint on a mixture's held-out split."""
-    from flmtrain.checkpoint import CheckpointError
-    from flmtrain.evaluate import evaluate_checkpoint
-    from flmtrain.mixture_config import MixtureConfig
-    from pipelines.token_shards import TokenShardError
+    from flm.pipelines.token_shards import TokenShardError
+    from flm.train.checkpoint.store import CheckpointError
+    from flm.train.data.config import MixtureConfig
+    from flm.train.trainer.evaluate import evaluate_checkpoint
 
     try:
         mixture_cfg = load_config(MixtureConfig, mixture) if mixture is not None else None

@@ -1,6 +1,6 @@
 """Typed configuration: YAML files into dataclasses, with dotted overrides and clear errors."""
 
-from flmconfig.loader import ConfigError, config_to_dict, find_config, load_config, parse_overrides
-from flmconfig.progress import Progress
+from flm.config.loader import ConfigError, config_to_dict, find_config, load_config, parse_overrides
+from flm.config.progress import Progress
 
 __all__ = ["ConfigError", "Progress", "config_to_dict", "find_config", "load_config", "parse_overrides"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
+
+from flm.config.bundled import configs_dir
 
 T = TypeVar("T")
 
@@ -25,12 +26,6 @@ BASE_KEY = "base"
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names the dotted key."""
-
-
-def configs_dir() -> Path:
-    """The folder holding the bundled configs (overridable with FLM_CONFIG_DIR)."""
-    env = os.environ.get("FLM_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
 
 
 def find_config(name: str | Path, kind: str) -> Path:

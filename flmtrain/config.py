@@ -35,7 +35,7 @@ class KernelConfig:
     """torch.compile the elementwise pieces: RMSNorm, SwiGLU (megatron's fused swiglu), xPos, the loss's softmax."""
     fused_loss: bool = True
     """Output layer + cross-entropy in token chunks, gradients taken in the forward pass, so the
-    [tokens, vocab] logits are never kept (flmtrain.fused_loss); megatron's loss when tp > 1."""
+    [tokens, vocab] logits are never kept (flm.train.model.fused_loss); megatron's loss when tp > 1."""
     fuse_wgrad: bool = True
     """bf16 weight gradients accumulated into megatron's fp32 main_grad by the GEMM itself (torch.addmm with
     out_dtype, standing in for apex's fused_weight_gradient_mlp_cuda): no bf16 gradient + add per micro-batch.
@@ -111,7 +111,7 @@ class OptimConfig:
     clip_grad: float = 1.0
     fused: bool = True
     """torch's fused AdamW kernel on GPU (one pass over the state instead of ~10 foreach passes), and
-    multi-tensor kernels for megatron's grad norm and clipping (flmtrain.apex_torch); without apex or
+    multi-tensor kernels for megatron's grad norm and clipping (flm.train.engine.multi_tensor); without apex or
     Transformer Engine megatron-core uses torch's AdamW and per-tensor loops with a host sync each."""
 
     def validate(self) -> None:

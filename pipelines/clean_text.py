@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import orjson
 
-from pipelines.jsonl_zst import ZstdStreamError, split_lines, zstd_chunks
+from flm.pipelines.jsonl_zst import ZstdStreamError, split_lines, zstd_chunks
 
 CLEAN_PATTERN = "*.jsonl.zst"
 SKIP_REASONS = ("empty", "non_utf8", "malformed")

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flmconfig.progress import Progress
+from flm.config.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.download import part_path, recorded_sha256
+from flm.pipelines.download import part_path, recorded_sha256
 
 
 class SourceError(ValueError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipelines.token_shards import MANIFEST_NAME, PROGRESS_NAME, TokenShardError, TokenShards
-from tokenizer import Tokenizer, TokenizerError, load_tokenizer
+from flm.pipelines.token_shards import MANIFEST_NAME, PROGRESS_NAME, TokenShardError, TokenShards
+from flm.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 
 
 @dataclass

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from flmconfig.progress import Progress
-from pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file
-from pipelines.token_shards import (
+from flm.config.progress import Progress
+from flm.pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file
+from flm.pipelines.token_shards import (
     MANIFEST_NAME,
     PROGRESS_NAME,
     SHARD_SUFFIX,
@@ -41,7 +41,7 @@ from pipelines.token_shards import (
     TokenShardWriter,
     documents_to_batch,
 )
-from tokenizer import Tokenizer, TokenizerMeta, TrainConfig, load_tokenizer, train_tokenizer
+from flm.tokenizer import Tokenizer, TokenizerMeta, TrainConfig, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from flmconfig.progress import Progress
+from flm.config.progress import Progress
 
 log = logging.getLogger(__name__)
 

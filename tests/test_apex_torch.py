@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from flmtrain.apex_torch import install_multi_tensor_ops, multi_tensor_applier, multi_tensor_l2norm, multi_tensor_scale
+from flm.train.engine.multi_tensor import (
+    install_multi_tensor_ops,
+    multi_tensor_applier,
+    multi_tensor_l2norm,
+    multi_tensor_scale,
+)
 
 
 def grads(seed: int = 0) -> list[torch.Tensor]:

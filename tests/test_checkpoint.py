@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from flmtrain import checkpoint as ckpt
-from flmtrain.config import OptimConfig
-from flmtrain.metrics import read_metrics, truncate_jsonl
-from flmtrain.schedule import LRSchedule
+from flm.train.checkpoint import store as ckpt
+from flm.train.config import OptimConfig
+from flm.train.trainer.lr_schedule import LRSchedule
+from flm.train.trainer.metrics import read_metrics, truncate_jsonl
 
 
 def make_state(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

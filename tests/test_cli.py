@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cli.main import app
+from flm.cli.main import app
 
 runner = CliRunner()
 
@@ -52,7 +52,7 @@ def test_startup_loads_no_heavy_or_data_only_libraries() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, cli.main; "
+    code = ("import sys, flm.cli.main; "
             "print(','.join(m for m in ('torch', 'datatrove', 'orjson', 'zstandard') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""

@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from flmconfig import ConfigError, config_to_dict, find_config, load_config, parse_overrides
-from flmtrain.config import StageConfig
+from flm.config import ConfigError, config_to_dict, find_config, load_config, parse_overrides
+from flm.train.config import StageConfig
 
 
 @dataclass

@@ -28,11 +28,11 @@ import pytest
 import zstandard
 from typer.testing import CliRunner
 
-import pipelines.download as dl
-from cli.main import app
-from pipelines.download import ChecksumError, DiskFullError, Download, DownloadError, Policy, fetch, fetch_all
-from pipelines.sources import PILE, Digest, Mirror, RemoteFile, Source, SourceError, local_state
-from pipelines.wudao import SHARD_DOCS, WuDaoError, convert, iter_members
+import flm.pipelines.download as dl
+from flm.cli.main import app
+from flm.pipelines.download import ChecksumError, DiskFullError, Download, DownloadError, Policy, fetch, fetch_all
+from flm.pipelines.sources import PILE, Digest, Mirror, RemoteFile, Source, SourceError, local_state
+from flm.pipelines.wudao import SHARD_DOCS, WuDaoError, convert, iter_members
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = Policy(retries=4, backoff=0.01, timeout=10)
@@ -409,8 +409,8 @@ def test_interrupted_and_killed_cli_downloads_resume_from_the_part(server, tmp_p
     data = blob(6 << 20, 40)
     serve(server, "/train/03.jsonl.zst", data)
     server.state.delay = 0.02  # 64 KiB per 20 ms: about 2 s for the file
-    # The command function under Typer, without cli.main's other groups (they import torch: 2 s a start).
-    cli = "import typer; from cli.data_download import download; typer.run(download)"
+    # The command function under Typer, without flm.cli.main's other groups (they import torch: 2 s a start).
+    cli = "import typer; from flm.cli.data_download import download; typer.run(download)"
     cmd = [sys.executable, "-c", cli, "pile", "--files", "03", "--mirror", server.url, "--out", str(tmp_path), "--json"]
     part = dl.part_path(tmp_path / "pile" / "train-03.jsonl.zst")
 

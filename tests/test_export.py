@@ -17,15 +17,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
-from flmconfig import config_to_dict
-from flmtrain.checkpoint import CheckpointError, save_checkpoint
-from flmtrain.config import ModelConfig, MupConfig, StageConfig
-from flmtrain.export import export_checkpoint
-from flmtrain.generate import sample_tokens
-from flmtrain.hf_convert import ExportError
-from flmtrain.model import build_model
-from flmtrain.parallel import destroy_parallel, init_parallel
+from flm.cli.main import app
+from flm.config import config_to_dict
+from flm.train.checkpoint.store import CheckpointError, save_checkpoint
+from flm.train.config import ModelConfig, MupConfig, StageConfig
+from flm.train.distributed.parallel import destroy_parallel, init_parallel
+from flm.train.export.convert import ExportError
+from flm.train.export.huggingface import export_checkpoint
+from flm.train.model.gpt import build_model
+from flm.train.tools.generate import sample_tokens
 
 transformers = pytest.importorskip("transformers")
 
@@ -192,8 +192,8 @@ def test_bf16_export_and_shards(tmp_path: Path) -> None:
 
 
 def test_tokenizer_shipped_given_or_found_from_the_run(tmp_path: Path) -> None:
-    from pipelines.token_shards import Manifest
-    from tokenizer import TrainConfig, load_tokenizer, train_tokenizer
+    from flm.pipelines.token_shards import Manifest
+    from flm.tokenizer import TrainConfig, load_tokenizer, train_tokenizer
 
     small = TrainConfig(vocab_size=VOCAB, sample_bytes=10**6, allow_smaller=True)
     docs = [("en", f"document {i}: the quick brown fox jumps over the lazy dog {i * 7} times.") for i in range(200)]
@@ -253,11 +253,11 @@ def test_clear_errors(tmp_path: Path) -> None:
 
 def test_grown_checkpoint_exports_once_its_masks_are_at_one(tmp_path: Path) -> None:
     """`flm grow` output is refused while its masks ramp; past the ramp it exports the grown model's function."""
-    from flmconfig import find_config, load_config
-    from flmtrain.checkpoint import load_checkpoint
-    from flmtrain.engine import CpuEngine
-    from flmtrain.growth import resume_ramp
-    from flmtrain.growth.checkpoint import grow_checkpoint
+    from flm.config import find_config, load_config
+    from flm.train.checkpoint.store import load_checkpoint
+    from flm.train.engine.engines import CpuEngine
+    from flm.train.growth import resume_ramp
+    from flm.train.growth.grow_checkpoint import grow_checkpoint
 
     stage = load_config(StageConfig, find_config("tiny", "stages"), [f"model.vocab_size={VOCAB}"])
     engine = CpuEngine(stage, VOCAB)
@@ -306,7 +306,7 @@ def test_cli_export_json_and_errors(tmp_path: Path) -> None:
 
 def test_exported_code_is_standalone() -> None:
     """The remote code travels alone: it may import torch and transformers, never flm."""
-    from flmtrain.export import HF_SOURCE, REMOTE_CODE
+    from flm.train.export.huggingface import HF_SOURCE, REMOTE_CODE
 
     for name in REMOTE_CODE:
         source = (HF_SOURCE / name).read_text(encoding="utf-8")

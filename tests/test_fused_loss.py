@@ -1,4 +1,4 @@
-"""The chunked output-layer + cross-entropy (flmtrain.fused_loss) and the model's sum_loss path, on CPU."""
+"""The chunked output-layer + cross-entropy (flm.train.model.fused_loss) and the model's sum_loss path, on CPU."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flmtrain.config import KernelConfig, ModelConfig, MupConfig
-from flmtrain.fused_loss import linear_cross_entropy_sum
-from flmtrain.model import build_model
-from flmtrain.parallel import destroy_parallel, init_parallel
+from flm.train.config import KernelConfig, ModelConfig, MupConfig
+from flm.train.distributed.parallel import destroy_parallel, init_parallel
+from flm.train.model.fused_loss import linear_cross_entropy_sum
+from flm.train.model.gpt import build_model
 
 SMALL = ModelConfig(layers=2, hidden=64, heads=4, seq_len=16, vocab_size=300, dropout=0.0, tie_embeddings=False,
                     mup=MupConfig(enabled=True, base_width=32))

@@ -16,12 +16,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
-from flmconfig import config_to_dict, find_config, load_config
-from flmtrain.checkpoint import list_checkpoints, load_checkpoint, read_meta, save_checkpoint
-from flmtrain.config import ModelConfig, MupConfig, OptimConfig, StageConfig
-from flmtrain.engine import CpuEngine
-from flmtrain.growth import (
+from flm.cli.main import app
+from flm.config import config_to_dict, find_config, load_config
+from flm.train.checkpoint.store import list_checkpoints, load_checkpoint, read_meta, save_checkpoint
+from flm.train.config import ModelConfig, MupConfig, OptimConfig, StageConfig
+from flm.train.distributed.parallel import destroy_parallel, init_parallel
+from flm.train.engine.engines import CpuEngine
+from flm.train.growth import (
     GrowthError,
     GrowthMasks,
     check_growth,
@@ -29,14 +30,13 @@ from flmtrain.growth import (
     grow_model_and_optimizer,
     resume_ramp,
 )
-from flmtrain.growth.layout import param_shapes
-from flmtrain.growth.plan import plan_growth
-from flmtrain.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
-from flmtrain.metrics import read_metrics
-from flmtrain.model import build_model
-from flmtrain.mup import param_groups
-from flmtrain.parallel import destroy_parallel, init_parallel
-from flmtrain.plan import param_count
+from flm.train.growth.dry_run import plan_growth
+from flm.train.growth.layout import param_shapes
+from flm.train.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
+from flm.train.model.gpt import build_model
+from flm.train.model.mup import param_groups
+from flm.train.model.size import param_count
+from flm.train.trainer.metrics import read_metrics
 
 VOCAB = 256
 BASE = ModelConfig(layers=2, hidden=64, heads=4, ffn_hidden=128, vocab_size=VOCAB, seq_len=32, dropout=0.0,
@@ -226,7 +226,7 @@ def test_dry_run_between_flm_stages_allocates_nothing(monkeypatch: pytest.Monkey
     def no_weights(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a dry run must not build a model")
 
-    monkeypatch.setattr("flmtrain.model.build_model", no_weights)
+    monkeypatch.setattr("flm.train.model.gpt.build_model", no_weights)
     runner = CliRunner()
     stages = {n: load_config(StageConfig, find_config(n, "stages")) for n in ("16b", "51b", "101b")}
     for src, dst in (("16b", "51b"), ("51b", "101b")):
@@ -376,7 +376,7 @@ def test_impossible_scheduled_growth_fails_before_training() -> None:
 @pytest.fixture(scope="module")
 def counting_mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Token shards of counting sequences (next token = token + 1 mod 64, EOS 64) and a mixture over them."""
-    from pipelines.token_shards import Manifest, documents_to_batch, write_shard
+    from flm.pipelines.token_shards import Manifest, documents_to_batch, write_shard
 
     root = tmp_path_factory.mktemp("counting")
     rng = np.random.default_rng(0)

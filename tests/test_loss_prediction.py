@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from flmconfig import config_to_dict, find_config, load_config
-from flmtrain.config import StageConfig
-from flmtrain.loss_prediction import PowerLaw, PredictionError, fit_power_law, model_params, predict_loss
+from flm.cli.main import app
+from flm.config import config_to_dict, find_config, load_config
+from flm.train.config import StageConfig
+from flm.train.tools.loss_prediction import PowerLaw, PredictionError, fit_power_law, model_params, predict_loss
 
 TRUTH = PowerLaw(a=40.0, alpha=0.3, c=1.8)
 """The synthetic proxies' law in size at the end of training; earlier, c is higher (see loss())."""

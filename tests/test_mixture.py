@@ -15,11 +15,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
-from flmconfig import ConfigError, config_to_dict, load_config
-from flmtrain.data import Blend, Mixture
-from flmtrain.mixture_config import MixtureConfig
-from pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch
+from flm.cli.main import app
+from flm.config import ConfigError, config_to_dict, load_config
+from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch
+from flm.train.data import Blend, Mixture
+from flm.train.data.config import MixtureConfig
 
 EOS = 0
 SEQ = 64
@@ -260,7 +260,7 @@ def test_index_is_cached(data: dict, tmp_path: Path) -> None:
 
 def test_epoch_orders_on_disk_match_memory(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     in_memory = take(Mixture(config(data)).train_loader(16, consumed_samples=500), 30)
-    monkeypatch.setattr("flmtrain.data.stream.DISK_EPOCH_DOCS", 1)
+    monkeypatch.setattr("flm.train.data.stream.DISK_EPOCH_DOCS", 1)
     for _ in range(2):  # computed and saved, then memory-mapped from the files
         on_disk = take(Mixture(config(data, cache_dir=str(tmp_path))).train_loader(16, consumed_samples=500), 30)
         assert all(torch.equal(a, b) for a, b in zip(in_memory, on_disk, strict=True))

@@ -14,14 +14,14 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from flmconfig import find_config, load_config
-from flmtrain.attention import FLMCoreAttention, attention_scale, document_attention_mask
-from flmtrain.config import ModelConfig, MupConfig, StageConfig
-from flmtrain.model import build_model
-from flmtrain.mup import width_mult
-from flmtrain.parallel import destroy_parallel, init_parallel
-from flmtrain.plan import param_count
-from flmtrain.xpos import apply_xpos
+from flm.config import find_config, load_config
+from flm.train.config import ModelConfig, MupConfig, StageConfig
+from flm.train.distributed.parallel import destroy_parallel, init_parallel
+from flm.train.model.attention import FLMCoreAttention, attention_scale, document_attention_mask
+from flm.train.model.gpt import build_model
+from flm.train.model.mup import width_mult
+from flm.train.model.size import param_count
+from flm.train.model.xpos import apply_xpos
 
 SMALL = ModelConfig(layers=2, hidden=64, heads=4, seq_len=32, vocab_size=500, dropout=0.0,
                     mup=MupConfig(enabled=True, base_width=32))
@@ -122,7 +122,7 @@ def test_document_mask_isolates_packed_documents() -> None:
 
 def test_loader_document_mask_feeds_the_model() -> None:
     """The mixture loader's boundary mask (packed on EOS) has the model's convention: no leakage."""
-    from flmtrain.data.boundaries import attention_mask
+    from flm.train.data.boundaries import attention_mask
 
     eos = 499
     first, second = tokens(1, 11, vocab=eos, seed=4), tokens(1, 20, vocab=eos, seed=5)

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from flmtrain.config import ModelConfig, MupConfig, OptimConfig
-from flmtrain.model import build_model
-from flmtrain.mup import lr_scale, param_groups
-from flmtrain.parallel import destroy_parallel, init_parallel
+from flm.train.config import ModelConfig, MupConfig, OptimConfig
+from flm.train.distributed.parallel import destroy_parallel, init_parallel
+from flm.train.model.gpt import build_model
+from flm.train.model.mup import lr_scale, param_groups
 
 WIDTHS = (64, 128, 256)
 

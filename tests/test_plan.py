@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flmconfig import find_config, load_config
-from flmtrain.config import StageConfig
-from flmtrain.plan import dry_run, flops_per_token, param_count
+from flm.config import find_config, load_config
+from flm.train.config import StageConfig
+from flm.train.model.size import dry_run, flops_per_token, param_count
 
 PAPER = {"16b": (16e9, (2, 1, 96)), "51b": (51e9, (4, 2, 24)), "101b": (101e9, (4, 4, 12))}
 

@@ -17,18 +17,18 @@ import pytest
 import zstandard
 from typer.testing import CliRunner
 
-from cli.main import app
-from flmconfig import find_config, load_config
-from pipelines.config import NormalizeConfig, PipelineConfig
-from pipelines.prepare import PrepareResult, prepare
-from pipelines.prepare.assembly import build_stages
-from pipelines.prepare.executors import run_stages
-from pipelines.prepare.langid import LanguageId
-from pipelines.prepare.normalize import normalize_text
-from pipelines.prepare.plan import PrepareError, fingerprint, make_plan
-from pipelines.prepare.quality import QualityFilters
-from pipelines.prepare.schema import make_document
-from pipelines.prepare.words import FastWordTokenizer
+from flm.cli.main import app
+from flm.config import find_config, load_config
+from flm.pipelines.config import NormalizeConfig, PipelineConfig
+from flm.pipelines.prepare import PrepareResult, prepare
+from flm.pipelines.prepare.assembly import build_stages
+from flm.pipelines.prepare.executors import run_stages
+from flm.pipelines.prepare.langid import LanguageId
+from flm.pipelines.prepare.normalize import normalize_text
+from flm.pipelines.prepare.quality import QualityFilters
+from flm.pipelines.prepare.schema import make_document
+from flm.pipelines.prepare.source_plan import PrepareError, fingerprint, make_plan
+from flm.pipelines.prepare.words import FastWordTokenizer
 
 OVERRIDES = ["executor.workers=1", "writer.docs_per_shard=16", "writer.keep_intermediate=true"]
 
@@ -511,7 +511,7 @@ echo "Submitted batch job $n"
 
 def test_reader_limit_counts_only_the_documents_it_yields(tmp_path: Path) -> None:
     """datatrove's `limit` parses one document past it and discards it; that one must not count as in."""
-    from pipelines.prepare.readers import RawReader
+    from flm.pipelines.prepare.readers import RawReader
 
     raw = tmp_path / "pile"
     raw.mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli.main import app
+from flm.cli.main import app
 
 SHORT = ["--set", "train.steps=30", "--set", "train.grown_steps=20", "--set", "train.ramp_steps=10",
          "--set", "train.eval_batches=4", "--set", "max_new_tokens=8",

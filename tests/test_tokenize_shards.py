@@ -13,14 +13,14 @@ import pytest
 from bilingual_text import documents, pile_record, write_clean, wudao_record
 from typer.testing import CliRunner
 
-import pipelines.token_shards as token_shards
-import pipelines.tokenize as tokenize_mod
-from cli.main import app
-from pipelines.clean_text import CleanTextError
-from pipelines.token_inspect import inspect_tokens
-from pipelines.token_shards import Manifest, TokenShardError, TokenShards
-from pipelines.tokenize import tokenize_corpus, train_from_clean
-from tokenizer import TrainConfig, load_tokenizer
+import flm.pipelines.token_shards as token_shards
+import flm.pipelines.tokenize as tokenize_mod
+from flm.cli.main import app
+from flm.pipelines.clean_text import CleanTextError
+from flm.pipelines.token_inspect import inspect_tokens
+from flm.pipelines.token_shards import Manifest, TokenShardError, TokenShards
+from flm.pipelines.tokenize import tokenize_corpus, train_from_clean
+from flm.tokenizer import TrainConfig, load_tokenizer
 
 VOCAB = 700
 BAD_LINES = {  # planted in the pile source: reason -> raw lines
@@ -267,7 +267,7 @@ def test_cli_tokenize_trains_then_inspect(corpus: tuple[Path, dict], tmp_path: P
 
 def test_inspect_needs_neither_orjson_nor_zstandard() -> None:
     """`flm data inspect` runs where the tokenize dependencies are missing (the GPU image)."""
-    code = ("import sys, pipelines.token_inspect; "
-            "print([m for m in ('orjson', 'zstandard', 'pipelines.tokenize') if m in sys.modules])")
+    code = ("import sys, flm.pipelines.token_inspect; "
+            "print([m for m in ('orjson', 'zstandard', 'flm.pipelines.tokenize') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

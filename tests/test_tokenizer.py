@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from bilingual_text import documents
 
-from tokenizer import (
+from flm.tokenizer import (
     EOS,
     PAD,
     ByteBPETokenizer,
@@ -21,8 +21,8 @@ from tokenizer import (
     load_tokenizer,
     train_tokenizer,
 )
-from tokenizer.meta import TokenizerMeta, file_hash
-from tokenizer.sample import sample_by_bytes
+from flm.tokenizer.meta import TokenizerMeta, file_hash
+from flm.tokenizer.sample import sample_by_bytes
 
 VOCAB = 1024
 ROUND_TRIP = [
@@ -127,7 +127,7 @@ def test_fast_path_mismatch_falls_back_to_hf_with_a_warning(tmp_path: Path, hf_d
     meta = TokenizerMeta.load(hf_dir)
     meta.content_hash = file_hash(broken / "tokenizer.json")
     meta.save(broken)
-    with caplog.at_level(logging.WARNING, logger="tokenizer.load"):
+    with caplog.at_level(logging.WARNING, logger="flm.tokenizer.load"):
         tok = load_tokenizer(broken)
     assert tok.engine == "hf" and "ids differ" in tok.fallback_reason
     assert "encoding with HF tokenizers" in caplog.text

@@ -18,16 +18,16 @@ import torch
 import zstandard
 from typer.testing import CliRunner
 
-from cli.main import app
-from flmconfig import find_config, load_config
-from flmtrain import train as train_mod
-from flmtrain.checkpoint import list_checkpoints, read_meta
-from flmtrain.config import StageConfig
-from flmtrain.evaluate import evaluate_checkpoint
-from flmtrain.metrics import read_metrics
-from flmtrain.mixture_config import MixtureConfig
-from flmtrain.train import Trainer, TrainingDiverged
-from pipelines.token_shards import Manifest, documents_to_batch, write_shard
+from flm.cli.main import app
+from flm.config import find_config, load_config
+from flm.pipelines.token_shards import Manifest, documents_to_batch, write_shard
+from flm.train.checkpoint.store import list_checkpoints, read_meta
+from flm.train.config import StageConfig
+from flm.train.data.config import MixtureConfig
+from flm.train.trainer import loop as train_mod
+from flm.train.trainer.evaluate import evaluate_checkpoint
+from flm.train.trainer.loop import Trainer, TrainingDiverged
+from flm.train.trainer.metrics import read_metrics
 
 EOS = 256
 FAST = ["train.global_batch=4", "train.micro_batch=2", "train.log_every=1",
@@ -236,8 +236,8 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's answer")
 def test_device_choice() -> None:
     """train.device=cuda without a GPU is a clear error; cpu and auto both take the CPU path here."""
-    from flmtrain.parallel import on_gpu
-    from flmtrain.runtime import distributed
+    from flm.train.distributed.parallel import on_gpu
+    from flm.train.distributed.runtime import distributed
 
     stage = load_config(StageConfig, find_config("tiny", "stages"), ["train.device=cuda"])
     with pytest.raises(ValueError, match="no CUDA GPU is visible"), distributed(stage, seed=0):
@@ -285,7 +285,7 @@ def test_two_rank_data_parallel_matches_one_rank(mixture_dict: dict, mixture: Mi
     mix_yaml = tmp_path / "mix.yaml"
     mix_yaml.write_text(json.dumps(mixture_dict))
     sets = [*FAST, "train.eval_every=3", "train.eval_batches=4"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cli.main",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "flm.cli.main",
            "train", "--stage", "tiny", "--mixture", str(mix_yaml), "--run-dir", str(tmp_path / "dp2"), "--steps", "3",
            "--json", *[a for kv in sets for a in ("--set", kv)]]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flmtrain.xpos import XPOS_GAMMA, _tables, apply_rope, apply_xpos
+from flm.train.model.xpos import XPOS_GAMMA, _tables, apply_rope, apply_xpos
 
 
 def scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

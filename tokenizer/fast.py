@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import tiktoken
 import tokenizers
 
-from tokenizer.spec import canonical_text
+from flm.tokenizer.spec import canonical_text
 
 
 def byte_level_alphabet() -> dict[int, str]:

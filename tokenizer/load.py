@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tokenizer.meta import TokenizerError, TokenizerMeta, file_hash
-from tokenizer.spec import canonical_text
+from flm.tokenizer.meta import TokenizerError, TokenizerMeta, file_hash
+from flm.tokenizer.spec import canonical_text
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ByteBPETokenizer(Tokenizer):
         self._fast = None
         self.fallback_reason = "" if fast else "fast path disabled"
         if fast:
-            from tokenizer.fast import tiktoken_encoding
+            from flm.tokenizer.fast import tiktoken_encoding
 
             try:
                 self._fast = tiktoken_encoding(self.hf, meta.split_pattern)
@@ -113,7 +113,7 @@ class ByteBPETokenizer(Tokenizer):
     def verify_fast_path(self, texts: Sequence[str]) -> int | None:
         if self._fast is None:
             return None
-        from tokenizer.fast import first_mismatch
+        from flm.tokenizer.fast import first_mismatch
 
         bad = first_mismatch(self.hf, self._fast, texts)
         if bad is not None:

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizer.meta import MODEL_FILES, Backend, TokenizerError, TokenizerMeta, file_hash
-from tokenizer.sample import CorpusSample, sample_by_bytes
-from tokenizer.spec import EOS, PAD, SPLIT_PATTERN, UNK, canonical_text, special_tokens
+from flm.tokenizer.meta import MODEL_FILES, Backend, TokenizerError, TokenizerMeta, file_hash
+from flm.tokenizer.sample import CorpusSample, sample_by_bytes
+from flm.tokenizer.spec import EOS, PAD, SPLIT_PATTERN, UNK, canonical_text, special_tokens
 
 
 @dataclass

@@ -7,9 +7,9 @@
     state = loader.state_dict()     # {"consumed_samples": global samples, "seed": ...}
 """
 
-from flmtrain.data.loader import EvalLoader, MixtureDataset, RankSampler, TrainLoader
-from flmtrain.data.mixture import Mixture
-from flmtrain.data.schedule import Blend
-from flmtrain.data.stream import Stream
+from flm.train.data.blend import Blend
+from flm.train.data.loader import EvalLoader, MixtureDataset, RankSampler, TrainLoader
+from flm.train.data.mixture import Mixture
+from flm.train.data.stream import Stream
 
 __all__ = ["Blend", "EvalLoader", "Mixture", "MixtureDataset", "RankSampler", "Stream", "TrainLoader"]

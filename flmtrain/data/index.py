@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from flmtrain.data.cachefile import atomic_write
-from pipelines.token_shards import TokenShards
+from flm.pipelines.token_shards import TokenShards
+from flm.train.data.cachefile import atomic_write
 
 log = logging.getLogger(__name__)
 

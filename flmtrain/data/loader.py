@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from flmtrain.data.boundaries import attention_mask, position_ids
-from flmtrain.data.samples import Samples
+from flm.train.data.boundaries import attention_mask, position_ids
+from flm.train.data.samples import Samples
 
 
 class MixtureDataset(Dataset):

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from flmconfig import ConfigError
-from flmconfig.progress import Progress
-from flmtrain.data.index import VALID_SALT, SourceIndex, index_dir, load_index
-from flmtrain.data.loader import EvalLoader, MixtureDataset, TrainLoader
-from flmtrain.data.report import mixture_report
-from flmtrain.data.samples import Samples, ShardSet
-from flmtrain.data.stream import Stream
-from flmtrain.mixture_config import DEFAULT_SEQ_LEN, MixtureConfig, SourceConfig
-from pipelines.token_shards import TokenShardError, TokenShards
+from flm.config import ConfigError
+from flm.config.progress import Progress
+from flm.pipelines.token_shards import TokenShardError, TokenShards
+from flm.train.data.config import DEFAULT_SEQ_LEN, MixtureConfig, SourceConfig
+from flm.train.data.index import VALID_SALT, SourceIndex, index_dir, load_index
+from flm.train.data.loader import EvalLoader, MixtureDataset, TrainLoader
+from flm.train.data.report import mixture_report
+from flm.train.data.samples import Samples, ShardSet
+from flm.train.data.stream import Stream
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from flmtrain.data.schedule import Blend
+from flm.train.data.blend import Blend
 
 if TYPE_CHECKING:
-    from flmtrain.data.mixture import Mixture
+    from flm.train.data.mixture import Mixture
 
 CHUNK = 1 << 20
 

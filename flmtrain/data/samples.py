@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flmtrain.data.schedule import Blend
-from flmtrain.data.stream import Stream
-from pipelines.token_shards import TokenShards
+from flm.pipelines.token_shards import TokenShards
+from flm.train.data.blend import Blend
+from flm.train.data.stream import Stream
 
 SHUFFLE_BLOCK = 1 << 16
 """Slices per shuffle block: 65,536 samples, 134M tokens at seq_len 2048."""

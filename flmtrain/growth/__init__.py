@@ -8,10 +8,10 @@
 - `grow_checkpoint` is `flm grow` on a saved checkpoint, `plan_growth` its dry run.
 """
 
-from flmtrain.growth.grow import Grown, grow_from_state, grow_model, grow_model_and_optimizer
-from flmtrain.growth.masks import GrowthMasks, ramp
-from flmtrain.growth.ramp import MaskRamp, growth_record, ramping, resume_ramp, stage_start_step
-from flmtrain.growth.spec import Dims, GrowthError, GrowthSpec, check_growth
+from flm.train.growth.grow import Grown, grow_from_state, grow_model, grow_model_and_optimizer
+from flm.train.growth.masks import GrowthMasks, ramp
+from flm.train.growth.ramp import MaskRamp, growth_record, ramping, resume_ramp, stage_start_step
+from flm.train.growth.spec import Dims, GrowthError, GrowthSpec, check_growth
 
 __all__ = [
     "Dims",

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from flmtrain.config import ModelConfig
-from flmtrain.growth.masks import GrowthMasks
-from flmtrain.growth.ramp import MaskRamp, growth_record
-from flmtrain.growth.spec import GrowthSpec, check_growth
-from flmtrain.growth.transfer import (
+from flm.train.config import ModelConfig
+from flm.train.growth.masks import GrowthMasks
+from flm.train.growth.ramp import MaskRamp, growth_record
+from flm.train.growth.spec import GrowthSpec, check_growth
+from flm.train.growth.transfer import (
     State,
     grow_optimizer_state,
     grow_weights,

@@ -5,7 +5,7 @@ megatron-core stores, per layer: `linear_qkv` rows grouped by key/value group, e
 `linear_fc1` rows [gate; up] for SwiGLU, else the FFN units; `linear_fc2` columns the FFN units.
 A `Placement` maps one grown parameter to its source: for each dimension, the new positions of the
 old entries. Old entries keep their values (and Adam moments); the rest come from the grown
-model's own initialization, and the masks (flmtrain.growth.masks) hide them until they ramp in.
+model's own initialization, and the masks (flm.train.growth.masks) hide them until they ramp in.
 
 Depth follows MSG's default (bert2BERT's "stack"): new layers go on top, so old layers keep their
 index (and with it FLM's 1/layer attention scale), and start as copies of old layers.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from flmtrain.config import ModelConfig
-from flmtrain.growth.spec import Dims, GrowthError, GrowthSpec
+from flm.train.config import ModelConfig
+from flm.train.growth.spec import Dims, GrowthError, GrowthSpec
 
 LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 

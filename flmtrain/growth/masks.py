@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from flmtrain.growth.layout import context_index
-from flmtrain.growth.spec import GrowthError, GrowthSpec
+from flm.train.growth.layout import context_index
+from flm.train.growth.spec import GrowthError, GrowthSpec
 
 
 def ramp(step: int, start: int, ramp_steps: int) -> float:

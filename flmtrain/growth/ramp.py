@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from flmconfig import config_to_dict, load_config
-from flmtrain.config import ModelConfig
-from flmtrain.growth.masks import GrowthMasks, ramp
-from flmtrain.growth.spec import GrowthError, GrowthSpec, check_growth
+from flm.config import config_to_dict, load_config
+from flm.train.config import ModelConfig
+from flm.train.growth.masks import GrowthMasks, ramp
+from flm.train.growth.spec import GrowthError, GrowthSpec, check_growth
 
 
 class MaskRamp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flmtrain.config import ModelConfig
+from flm.train.config import ModelConfig
 
 
 class GrowthError(ValueError):

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from flmconfig import find_config, load_config
-from flmtrain.config import GrowthStepConfig, StageConfig
-from flmtrain.growth.grow import Grown, grow_model_and_optimizer
-from flmtrain.growth.ramp import stage_start_step
-from flmtrain.growth.spec import GrowthError, check_growth
-from flmtrain.schedule import LRSchedule
+from flm.config import find_config, load_config
+from flm.train.config import GrowthStepConfig, StageConfig
+from flm.train.growth.grow import Grown, grow_model_and_optimizer
+from flm.train.growth.ramp import stage_start_step
+from flm.train.growth.spec import GrowthError, check_growth
+from flm.train.trainer.lr_schedule import LRSchedule
 
 
 def due_growth(stage: StageConfig, tokens_seen: int) -> GrowthStepConfig | None:

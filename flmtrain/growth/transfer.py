@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from flmtrain.growth.layout import Placement, placement
-from flmtrain.growth.spec import GrowthError, GrowthSpec
+from flm.train.growth.layout import Placement, placement
+from flm.train.growth.spec import GrowthError, GrowthSpec
 
 State = dict[str, Any]
 

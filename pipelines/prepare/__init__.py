@@ -5,7 +5,7 @@ a `PipelineConfig` (assembly.py) and run by datatrove's executors (executors.py)
 process (runner.py).
 """
 
-from pipelines.prepare.plan import PrepareError
-from pipelines.prepare.run import PrepareResult, SourceResult, prepare
+from flm.pipelines.prepare.run import PrepareResult, SourceResult, prepare
+from flm.pipelines.prepare.source_plan import PrepareError
 
 __all__ = ["PrepareError", "PrepareResult", "SourceResult", "prepare"]

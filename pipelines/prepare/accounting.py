@@ -18,7 +18,7 @@ from typing import Any
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET
+from flm.pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET
 
 PREFIX = "flm"
 SEP = "|"

@@ -22,9 +22,9 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
 from datatrove.pipeline.dedup.exact_dedup import ExactDedupFilter, ExactFindDedups
 
-from pipelines.config import PipelineConfig
-from pipelines.prepare.accounting import Accounted
-from pipelines.prepare.dedup import (
+from flm.pipelines.config import PipelineConfig
+from flm.pipelines.prepare.accounting import Accounted
+from flm.pipelines.prepare.dedup import (
     EXACT_REASON,
     MINHASH_REASON,
     PassThroughExactSignature,
@@ -32,12 +32,12 @@ from pipelines.prepare.dedup import (
     exact_config,
     minhash_config,
 )
-from pipelines.prepare.langid import LanguageId
-from pipelines.prepare.normalize import TextNormalizer
-from pipelines.prepare.plan import SourcePlan
-from pipelines.prepare.quality import QualityFilters
-from pipelines.prepare.readers import RawReader
-from pipelines.prepare.writer import CleanShardWriter, RankReader, intermediate_writer
+from flm.pipelines.prepare.langid import LanguageId
+from flm.pipelines.prepare.normalize import TextNormalizer
+from flm.pipelines.prepare.quality import QualityFilters
+from flm.pipelines.prepare.readers import RawReader
+from flm.pipelines.prepare.source_plan import SourcePlan
+from flm.pipelines.prepare.writer import CleanShardWriter, RankReader, intermediate_writer
 
 FILTER, EXACT_FIND, EXACT_FILTER, MINHASH_BUCKETS, MINHASH_CLUSTER, WRITE = (
     "filter", "exact_find", "exact_filter", "minhash_buckets", "minhash_cluster", "write")

@@ -17,8 +17,8 @@ from datatrove.pipeline.dedup.minhash import MinhashDedupSignature, _mersenne_pr
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import simplify_text
 
-from pipelines.config import MinhashConfig
-from pipelines.prepare.filters import CJK
+from flm.pipelines.config import MinhashConfig
+from flm.pipelines.prepare.filters import CJK
 
 HASH = HashConfig(precision=64, hash_fc="sha1")
 """datatrove's default xxhash config fails with xxhash 4.x ("Strings must be encoded before hashing")."""

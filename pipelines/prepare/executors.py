@@ -16,9 +16,9 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.executor.base import PipelineExecutor
 
-from pipelines.config import ExecutorConfig
-from pipelines.prepare.assembly import Stage
-from pipelines.prepare.plan import PrepareError
+from flm.pipelines.config import ExecutorConfig
+from flm.pipelines.prepare.assembly import Stage
+from flm.pipelines.prepare.source_plan import PrepareError
 
 
 def make_executor(stage: Stage, cfg: ExecutorConfig, job_name: str,

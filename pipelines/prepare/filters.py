@@ -13,7 +13,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_duplicates
 
-from pipelines.config import BoilerplateConfig, CharRepetitionConfig, ChineseQualityConfig, CodeQualityConfig
+from flm.pipelines.config import BoilerplateConfig, CharRepetitionConfig, ChineseQualityConfig, CodeQualityConfig
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 """CJK ideographs: Extension A, the unified block, compatibility ideographs, Extensions B-F (plane 2)."""

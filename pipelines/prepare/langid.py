@@ -15,10 +15,10 @@ from typing import Any
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipelines.config import LangIdConfig, QualityConfig
-from pipelines.prepare.accounting import record_drop
-from pipelines.prepare.routing import Router
-from pipelines.prepare.schema import LANG, LANG_SCORE
+from flm.pipelines.config import LangIdConfig, QualityConfig
+from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.routing import Router
+from flm.pipelines.prepare.schema import LANG, LANG_SCORE
 
 MODEL = "lid.176.ftz"
 LABEL = "__label__"

@@ -8,8 +8,8 @@ import unicodedata
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipelines.config import NormalizeConfig
-from pipelines.prepare.accounting import record_drop
+from flm.pipelines.config import NormalizeConfig
+from flm.pipelines.prepare.accounting import record_drop
 
 EMPTY = "normalize/empty"
 

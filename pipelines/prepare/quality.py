@@ -14,11 +14,16 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 
-from pipelines.config import ProfileConfig, QualityConfig
-from pipelines.prepare.accounting import record_drop
-from pipelines.prepare.filters import BoilerplateFilter, CharRepetitionFilter, ChineseQualityFilter, CodeQualityFilter
-from pipelines.prepare.routing import Router
-from pipelines.prepare.words import FastWordTokenizer
+from flm.pipelines.config import ProfileConfig, QualityConfig
+from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.filters import (
+    BoilerplateFilter,
+    CharRepetitionFilter,
+    ChineseQualityFilter,
+    CodeQualityFilter,
+)
+from flm.pipelines.prepare.routing import Router
+from flm.pipelines.prepare.words import FastWordTokenizer
 
 ENGLISH = "en"
 """Language of datatrove's word-based filters (only English subsets use them)."""

@@ -21,10 +21,10 @@ from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.readers.base import BaseDiskReader
 from datatrove.utils.logging import logger
 
-from pipelines.jsonl_zst import CHUNK, ZstdStreamError, split_lines, zstd_chunks
-from pipelines.prepare.accounting import DROP, IN, record
-from pipelines.prepare.heartbeat import Heartbeat
-from pipelines.prepare.schema import BYTES_IN, SUBSET, UNKNOWN_SUBSET, make_document, text_bytes
+from flm.pipelines.jsonl_zst import CHUNK, ZstdStreamError, split_lines, zstd_chunks
+from flm.pipelines.prepare.accounting import DROP, IN, record
+from flm.pipelines.prepare.heartbeat import Heartbeat
+from flm.pipelines.prepare.schema import BYTES_IN, SUBSET, UNKNOWN_SUBSET, make_document, text_bytes
 
 MALFORMED_JSON = "read/malformed_json"
 INVALID_UTF8 = "read/invalid_utf8"

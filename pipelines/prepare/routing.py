@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datatrove.data import Document
 
-from pipelines.config import ProfileConfig, QualityConfig
-from pipelines.prepare.schema import SUBSET
+from flm.pipelines.config import ProfileConfig, QualityConfig
+from flm.pipelines.prepare.schema import SUBSET
 
 
 class Router:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flmconfig import config_to_dict
-from flmconfig.progress import Progress
-from pipelines.config import PipelineConfig
-from pipelines.prepare.accounting import Tally, collect, total
-from pipelines.prepare.plan import DATA_REMOVED, WORK_DIR, SourcePlan, claim_work_dir, make_plan
-from pipelines.prepare.runner import execute
-from pipelines.prepare.writer import SHARD_SUFFIX
+from flm.config import config_to_dict
+from flm.config.progress import Progress
+from flm.pipelines.config import PipelineConfig
+from flm.pipelines.prepare.accounting import Tally, collect, total
+from flm.pipelines.prepare.runner import execute
+from flm.pipelines.prepare.source_plan import DATA_REMOVED, WORK_DIR, SourcePlan, claim_work_dir, make_plan
+from flm.pipelines.prepare.writer import SHARD_SUFFIX
 
 STATS_FILE = "stats.json"
 MAX_WARNINGS = 20

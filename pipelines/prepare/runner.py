@@ -18,13 +18,13 @@ import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from flmconfig.progress import Progress
-from pipelines.config import PipelineConfig
-from pipelines.prepare.accounting import collect, total
-from pipelines.prepare.assembly import FILTER, WRITE, Stage, build_stages
-from pipelines.prepare.executors import clear, run_stages
-from pipelines.prepare.heartbeat import read_total
-from pipelines.prepare.plan import DATA_REMOVED, PrepareError, SourcePlan
+from flm.config.progress import Progress
+from flm.pipelines.config import PipelineConfig
+from flm.pipelines.prepare.accounting import collect, total
+from flm.pipelines.prepare.assembly import FILTER, WRITE, Stage, build_stages
+from flm.pipelines.prepare.executors import clear, run_stages
+from flm.pipelines.prepare.heartbeat import read_total
+from flm.pipelines.prepare.source_plan import DATA_REMOVED, PrepareError, SourcePlan
 
 Job = tuple[PipelineConfig, SourcePlan]
 POLL_S = 0.25

@@ -14,9 +14,9 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
-from pipelines.prepare.accounting import KEPT, record
-from pipelines.prepare.heartbeat import Heartbeat
-from pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET, clean_record
+from flm.pipelines.prepare.accounting import KEPT, record
+from flm.pipelines.prepare.heartbeat import Heartbeat
+from flm.pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET, clean_record
 
 TMP_DIR = ".tmp"
 SHARD_SUFFIX = ".jsonl.zst"

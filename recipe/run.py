@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from flmconfig import find_config, load_config
-from flmconfig.progress import Progress
-from flmtrain.config import StageConfig
+from flm.config import find_config, load_config
+from flm.config.bundled import sample_dir
+from flm.config.progress import Progress
+from flm.train.config import StageConfig
 
 OnStage = Callable[[str, str], None]
 """Called with (stage name, "start" | "skip" | "done")."""
@@ -32,10 +33,11 @@ RESULTS_DIR = ".recipe"
 
 @dataclass
 class DataRecipe:
-    pile: Path = Path("data/sample/raw/pile")
-    """A folder of Pile-format *.jsonl.zst files (what `flm data download pile` writes)."""
-    wudao: Path = Path("data/sample/raw/wudao")
-    """WuDao JSON arrays, archives or a folder of them (what `flm data download wudao --from` reads)."""
+    pile: Path | None = None
+    """A folder of Pile-format *.jsonl.zst files (what `flm data download pile` writes); None: the bundled sample."""
+    wudao: Path | None = None
+    """WuDao JSON arrays, archives or a folder of them (what `flm data download wudao --from` reads); None: the
+    bundled sample."""
     workers: int = 2
     pile_pipeline: str = "pile"
     wudao_pipeline: str = "wudao"
@@ -137,23 +139,25 @@ class RecipeRun:
 
     def stage_raw(self) -> dict[str, Any]:
         """Raw corpora in the downloader's layout: Pile files linked as published, WuDao converted to shards."""
-        from pipelines.wudao import convert
+        from flm.pipelines.wudao import convert
 
+        pile_in = self.recipe.data.pile or sample_dir() / "raw" / "pile"
+        wudao_in = self.recipe.data.wudao or sample_dir() / "raw" / "wudao"
         pile_out = self.raw / "pile"
         pile_out.mkdir(parents=True, exist_ok=True)
-        files = sorted(Path(self.recipe.data.pile).glob("*.jsonl.zst"))
+        files = sorted(Path(pile_in).glob("*.jsonl.zst"))
         if not files:
-            raise FileNotFoundError(f"{self.recipe.data.pile}: no *.jsonl.zst files")
+            raise FileNotFoundError(f"{pile_in}: no *.jsonl.zst files")
         for path in files:  # linked, not copied: the real Pile is hundreds of GB
             link = pile_out / path.name
             link.unlink(missing_ok=True)
             link.symlink_to(path.resolve())
-        report = convert(Path(self.recipe.data.wudao), self.raw / "wudao", progress=self.progress)
+        report = convert(Path(wudao_in), self.raw / "wudao", progress=self.progress)
         return {"pile_files": len(files), "wudao": report}
 
     def stage_prepare(self) -> dict[str, Any]:
-        from pipelines.config import PipelineConfig
-        from pipelines.prepare.run import prepare
+        from flm.pipelines.config import PipelineConfig
+        from flm.pipelines.prepare.run import prepare
 
         data = self.recipe.data
         overrides = [*data.pipeline_overrides, f"executor.workers={data.workers}"]
@@ -162,15 +166,15 @@ class RecipeRun:
         return prepare(configs, self.raw, self.clean, progress=self.progress).to_dict()
 
     def stage_tokenizer(self) -> dict[str, Any]:
-        from pipelines.tokenize import train_from_clean
-        from tokenizer.train import TrainConfig
+        from flm.pipelines.tokenize import train_from_clean
+        from flm.tokenizer.train import TrainConfig
 
         tok = self.recipe.tokenizer
         config = TrainConfig(vocab_size=tok.vocab_size, allow_smaller=tok.allow_smaller, backend=tok.backend)
         return train_from_clean(self.clean, self.tokenizer_dir, config, overwrite=True, progress=self.progress)
 
     def stage_tokenize(self) -> dict[str, Any]:
-        from pipelines.tokenize import tokenize_corpus
+        from flm.pipelines.tokenize import tokenize_corpus
 
         return tokenize_corpus(self.clean, self.tokens, self.tokenizer_dir, workers=self.recipe.data.workers,
                                command=f"flm run {self.recipe.name}", progress=self.progress)
@@ -186,7 +190,7 @@ class RecipeRun:
         return {"path": str(self.mixture_path), **mixture}
 
     def _mixture_cfg(self) -> Any:
-        from flmtrain.mixture_config import MixtureConfig
+        from flm.train.data.config import MixtureConfig
 
         return load_config(MixtureConfig, self.mixture_path)
 
@@ -194,16 +198,16 @@ class RecipeRun:
         return load_config(StageConfig, find_config(name, "stages"), self.recipe.train.overrides)
 
     def stage_train(self) -> dict[str, Any]:
-        from flmtrain.train import train
+        from flm.train.trainer.loop import train
 
         t = self.recipe.train
         return train(self._stage(t.stage), self._mixture_cfg(), self.runs / t.stage, steps=t.steps,
                      progress=self.progress, on_step=self.on_step)
 
     def stage_grow(self) -> dict[str, Any]:
-        from flmtrain.checkpoint import latest_checkpoint
-        from flmtrain.evaluate import evaluate_checkpoint
-        from flmtrain.growth.checkpoint import grow_checkpoint
+        from flm.train.checkpoint.store import latest_checkpoint
+        from flm.train.growth.grow_checkpoint import grow_checkpoint
+        from flm.train.trainer.evaluate import evaluate_checkpoint
 
         t = self.recipe.train
         src = latest_checkpoint(self.runs / t.stage / "checkpoints")
@@ -220,7 +224,7 @@ class RecipeRun:
                 "relative_change": abs(after.val_loss - before.val_loss) / before.val_loss}
 
     def stage_train_grown(self) -> dict[str, Any]:
-        from flmtrain.train import train
+        from flm.train.trainer.loop import train
 
         t = self.recipe.train
         grown = Path(self.results["grow"]["to"]) if "grow" in self.results else None
@@ -231,8 +235,8 @@ class RecipeRun:
                      progress=self.progress, on_step=self.on_step)
 
     def stage_evaluate(self) -> dict[str, Any]:
-        from flmtrain.checkpoint import latest_checkpoint
-        from flmtrain.evaluate import evaluate_checkpoint
+        from flm.train.checkpoint.store import latest_checkpoint
+        from flm.train.trainer.evaluate import evaluate_checkpoint
 
         t = self.recipe.train
         results = {}
@@ -243,8 +247,8 @@ class RecipeRun:
         return results
 
     def stage_generate(self) -> dict[str, Any]:
-        from flmtrain.checkpoint import latest_checkpoint
-        from flmtrain.generate import generate
+        from flm.train.checkpoint.store import latest_checkpoint
+        from flm.train.tools.generate import generate
 
         ckpt = latest_checkpoint(self.runs / self.recipe.train.grow_to / "checkpoints")
         if ckpt is None:

@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flmconfig import config_to_dict, find_config, load_config
-from flmtrain.checkpoint import checkpoints_root, latest_checkpoint, read_meta
-from flmtrain.config import ModelConfig, StageConfig
-from flmtrain.metrics import METRICS_NAME, read_metrics
-from flmtrain.plan import padded_vocab, param_count
+from flm.config import config_to_dict, find_config, load_config
+from flm.train.checkpoint.store import checkpoints_root, latest_checkpoint, read_meta
+from flm.train.config import ModelConfig, StageConfig
+from flm.train.model.size import padded_vocab, param_count
+from flm.train.trainer.metrics import METRICS_NAME, read_metrics
 
 Count = Literal["non-embedding", "total"]
 Metric = Literal["loss", "val_loss"]

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from flmconfig import config_to_dict
-from flmconfig.progress import Progress
-from flmtrain.checkpoint import (
+from flm.config import config_to_dict
+from flm.config.progress import Progress
+from flm.train.checkpoint.store import (
     checkpoints_root,
     load_checkpoint,
     read_meta,
@@ -31,15 +31,10 @@ from flmtrain.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from flmtrain.config import StageConfig
-from flmtrain.engine import make_engine
-from flmtrain.evaluate import validation_loss
-from flmtrain.growth.ramp import resume_ramp
-from flmtrain.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
-from flmtrain.metrics import MetricsLogger, peak_tflops
-from flmtrain.mixture_config import MixtureConfig
-from flmtrain.parallel import on_gpu
-from flmtrain.runtime import (
+from flm.train.config import StageConfig
+from flm.train.data.config import MixtureConfig
+from flm.train.distributed.parallel import on_gpu
+from flm.train.distributed.runtime import (
     all_reduce_sum,
     data_parallel,
     distributed,
@@ -49,6 +44,11 @@ from flmtrain.runtime import (
     rank,
     world_size,
 )
+from flm.train.engine.engines import make_engine
+from flm.train.growth.ramp import resume_ramp
+from flm.train.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
+from flm.train.trainer.evaluate import validation_loss
+from flm.train.trainer.metrics import MetricsLogger, peak_tflops
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class Trainer:
 
 def _flops_per_token(stage: StageConfig) -> float:
     """Training FLOPs (forward + backward) per token, for TFLOP/s and MFU."""
-    from flmtrain.plan import flops_per_token
+    from flm.train.model.size import flops_per_token
 
     return float(flops_per_token(stage.model))
 

@@ -28,7 +28,7 @@ def peak_tflops(configured: float | None = None) -> float | None:
     """The configured peak, else the current GPU's from its name; None when unknown (CPU)."""
     if configured is not None:
         return configured
-    from flmtrain.parallel import on_gpu
+    from flm.train.distributed.parallel import on_gpu
 
     if not on_gpu():
         return None

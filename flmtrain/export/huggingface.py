@@ -5,8 +5,8 @@ megatron model, so an export needs neither megatron-core nor a GPU. Writes, atom
 directory renamed at the end):
 - `model.safetensors` (or shards + `model.safetensors.index.json` past `max_shard_bytes`);
 - `config.json` and `generation_config.json` (the tokenizer's special ids; padding ids suppressed);
-- fmt "flm": `configuration_flm.py` + `modeling_flm.py` (flmtrain/hf/, loaded with trust_remote_code);
-- fmt "llama": nothing more, transformers' own LlamaForCausalLM reads it (flmtrain.hf_convert says what folds);
+- fmt "flm": `configuration_flm.py` + `modeling_flm.py` (remote_code/, loaded with trust_remote_code);
+- fmt "llama": nothing more, transformers' own LlamaForCausalLM reads it (flm.train.export.convert says what folds);
 - the tokenizer (tokenizer.json + tokenizer_config.json), when one is given or the run records it.
 """
 
@@ -20,13 +20,11 @@ from typing import Any, Literal
 
 import torch
 
-from flmconfig import load_config
-from flmconfig.progress import Progress
-from flmtrain.checkpoint import META_NAME, CheckpointError, read_meta
-from flmtrain.config import ModelConfig, StageConfig
-from flmtrain.growth.layout import param_shapes
-from flmtrain.growth.ramp import ramping
-from flmtrain.hf_convert import (
+from flm.config import load_config
+from flm.config.progress import Progress
+from flm.train.checkpoint.store import META_NAME, CheckpointError, read_meta
+from flm.train.config import ModelConfig, StageConfig
+from flm.train.export.convert import (
     ExportError,
     flm_config,
     generation_config,
@@ -35,8 +33,10 @@ from flmtrain.hf_convert import (
     llama_incompatible,
     llama_tensors,
 )
+from flm.train.growth.layout import param_shapes
+from flm.train.growth.ramp import ramping
 
-HF_SOURCE = Path(__file__).resolve().parent / "hf"
+HF_SOURCE = Path(__file__).resolve().parent / "remote_code"
 REMOTE_CODE = ("configuration_flm.py", "modeling_flm.py")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 FORMATS = ("flm", "llama")
@@ -187,10 +187,10 @@ def _find_tokenizer(meta: dict[str, Any], cfg: ModelConfig,
                     given: Path | None) -> tuple[dict[str, Any] | None, str]:
     """({dir, meta, token names}, note): the tokenizer to ship. A given one that does not fit is an error;
     the run's own one that cannot be used is left out, and the note says why."""
-    from tokenizer.meta import TokenizerError, TokenizerMeta
+    from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 
     if given is None:
-        from flmtrain.generate import tokenizer_dir_of
+        from flm.train.tools.generate import tokenizer_dir_of
 
         try:
             directory = tokenizer_dir_of(meta)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flmconfig import config_to_dict
-from pipelines.config import PipelineConfig
-from pipelines.prepare.readers import list_inputs
+from flm.config import config_to_dict
+from flm.pipelines.config import PipelineConfig
+from flm.pipelines.prepare.readers import list_inputs
 
 WORK_DIR = ".datatrove"
 RUN_FILE = "run.json"

@@ -10,7 +10,7 @@ generic loader. Shape:
       - {name: pile, path: work/tokens/pile, weight: 0.7, subsets: {Pile-CC: 2.0, Github: 1.0}}
       - {name: wudao, path: work/tokens/wudao, weight: 0.3}
 
-Semantics (the loader in flmtrain.data implements them):
+Semantics (the loader in flm.train.data implements them):
 - `weight`: a source's share of training samples (= tokens, samples are fixed-length); weights are
   normalised, so they need not sum to 1.
 - `subsets`: multipliers on a subset's natural size inside its source (the Pile's "epochs" column):
@@ -21,7 +21,7 @@ Semantics (the loader in flmtrain.data implements them):
   other path given to `flm` on the command line.
 
 Checks that need no data (weights, names, ranges) run at load time; checks that need the shards
-(paths exist, subsets exist, tokenizers agree) run when `flmtrain.data.Mixture` opens them.
+(paths exist, subsets exist, tokenizers agree) run when `flm.train.data.Mixture` opens them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Dry-run arithmetic for a stage, without allocating a weight: parameters, FLOPs, memory, launch line.
 
-The parameter count is exact for what `flmtrain.model.build_model` builds (a test holds them
+The parameter count is exact for what `flm.train.model.gpt.build_model` builds (a test holds them
 equal). FLOPs per token follow the convention the benchmarks use: 6·N + 12·L·h·s, with N the
 weights of every matrix a token passes through (output head included, embedding lookup not).
 Memory per GPU is an estimate for megatron-core with the distributed optimizer: bf16 weights,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flmtrain.config import ModelConfig, StageConfig
+from flm.train.config import ModelConfig, StageConfig
 
 GIB = 1024**3
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flmtrain.config import StageConfig
-from flmtrain.growth.layout import LAYER_RE, new_layer_source, param_shapes, placement
-from flmtrain.growth.spec import GrowthError, check_growth
-from flmtrain.plan import param_count
+from flm.train.config import StageConfig
+from flm.train.growth.layout import LAYER_RE, new_layer_source, param_shapes, placement
+from flm.train.growth.spec import GrowthError, check_growth
+from flm.train.model.size import param_count
 
 ADAM_BYTES = 12
 """fp32 master weight + two fp32 Adam moments per parameter (megatron's distributed optimizer)."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from flmtrain.config import StageConfig
+from flm.train.config import StageConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class CpuEngine:
     checkpoint_format = "torch"
 
     def __init__(self, stage: StageConfig, vocab_size: int, *, train: bool = True) -> None:
-        from flmtrain.model import build_model
-        from flmtrain.mup import param_groups
+        from flm.train.model.gpt import build_model
+        from flm.train.model.mup import param_groups
 
         if stage.parallel.tp != 1 or stage.parallel.pp != 1:
             raise ValueError(f"stage {stage.name!r} asks for tp={stage.parallel.tp} pp={stage.parallel.pp}; the CPU "
@@ -140,8 +140,8 @@ class MegatronEngine:
         from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.transformer.module import Float16Module
 
-        from flmtrain.apex_torch import install_multi_tensor_ops
-        from flmtrain.model import build_model
+        from flm.train.engine.multi_tensor import install_multi_tensor_ops
+        from flm.train.model.gpt import build_model
 
         self.stage = stage
         self.device = torch.device("cuda", torch.cuda.current_device())
@@ -194,7 +194,7 @@ class MegatronEngine:
         """Megatron's standard no-decay rule for biases/norms plus μP per-parameter LR multipliers."""
         from megatron.core.optimizer import ParamKey, ParamWithNamePredicate, get_standard_config_overrides
 
-        from flmtrain.mup import lr_scale
+        from flm.train.model.mup import lr_scale
 
         overrides = get_standard_config_overrides(opt_config)
         cfg = self.stage.model
@@ -290,7 +290,7 @@ class MegatronEngine:
 def make_engine(stage: StageConfig, vocab_size: int, *, train: bool = True) -> CpuEngine | MegatronEngine:
     """The GPU path (megatron-core) when the process group is NCCL, else the CPU path (see
     StageConfig.train.device); `train=False` builds no optimizer."""
-    from flmtrain.parallel import on_gpu
+    from flm.train.distributed.parallel import on_gpu
 
     engine = MegatronEngine if on_gpu() else CpuEngine
     return engine(stage, vocab_size, train=train)

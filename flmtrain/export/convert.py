@@ -10,7 +10,7 @@ Two layouts share one split of megatron's fused tensors:
   Linear biases map to Llama's attention_bias / mlp_bias.
 
 megatron's fused tensors: `linear_qkv` rows are grouped by key/value group, each group [its q heads;
-k; v] (head_dim rows each; flmtrain.growth.layout); `linear_fc1` rows are [gate; up] for SwiGLU.
+k; v] (head_dim rows each; flm.train.growth.layout); `linear_fc1` rows are [gate; up] for SwiGLU.
 Rotary pairs are (x[j], x[j + d/2]) in flm and in transformers' Llama alike, so no row permutation.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from flmtrain.config import ModelConfig
-from flmtrain.mup import width_mult
+from flm.train.config import ModelConfig
+from flm.train.model.mup import width_mult
 
 LLAMA_NEEDS = {"position": "rope", "norm": "rmsnorm", "activation": "swiglu"}
 """ModelConfig fields that Llama cannot fold away, and the value it needs."""
@@ -110,7 +110,7 @@ def llama_tensors(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> tuple[dict[s
     if logit_mult != 1.0:
         out["model.norm.weight"] = out["model.norm.weight"].double() * logit_mult
         folded.append(f"final norm gain x {logit_mult:g} (μP logit multiplier)")
-    # flm's scale (flmtrain.attention.attention_scale, not imported: it loads megatron) over Llama's 1/sqrt(d)
+    # flm's scale (flm.train.model.attention.attention_scale, not imported: it loads megatron) over Llama's 1/sqrt(d)
     mup_ratio = math.sqrt(cfg.head_dim) / cfg.head_dim if cfg.mup.enabled else 1.0
     for i in range(cfg.layers):
         ratio = mup_ratio / (i + 1) if cfg.scale_attn_by_inverse_layer_idx else mup_ratio

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from flmtrain.config import ModelConfig, OptimConfig
+from flm.train.config import ModelConfig, OptimConfig
 
 VECTOR_LIKE = ("word_embeddings", "position_embeddings", "output_layer")
 """Matrices with one dimension fixed by the vocabulary: base LR under μP."""

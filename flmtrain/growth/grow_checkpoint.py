@@ -1,6 +1,6 @@
 """`flm grow` on a saved checkpoint: a new checkpoint of the target stage's shape, same function.
 
-Reads a torch-format checkpoint (flmtrain.checkpoint's CPU layout), builds the target stage's model
+Reads a torch-format checkpoint (flm.train.checkpoint.store's CPU layout), builds the target stage's model
 and optimizer exactly as training builds them (so `flm train --stage TARGET --resume OUT` loads it
 as is), grows weights and Adam moments into them and writes the same layout atomically, with the
 target stage's config and a growth_history record in meta.json. The masks are not weights: the
@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
-from flmconfig import config_to_dict, load_config
-from flmconfig.progress import Progress
-from flmtrain.checkpoint import META_NAME, STATE_NAME, optimizer_param_names, read_meta, read_state
-from flmtrain.config import StageConfig
-from flmtrain.growth.grow import grow_from_state
-from flmtrain.growth.ramp import ramping
-from flmtrain.growth.spec import GrowthError, check_growth
-from flmtrain.growth.transfer import named_state_from_saved
-from flmtrain.plan import param_count
+from flm.config import config_to_dict, load_config
+from flm.config.progress import Progress
+from flm.train.checkpoint.store import META_NAME, STATE_NAME, optimizer_param_names, read_meta, read_state
+from flm.train.config import StageConfig
+from flm.train.growth.grow import grow_from_state
+from flm.train.growth.ramp import ramping
+from flm.train.growth.spec import GrowthError, check_growth
+from flm.train.growth.transfer import named_state_from_saved
+from flm.train.model.size import param_count
 
 
 def source_stage(meta: dict[str, Any], path: Path) -> StageConfig:
@@ -46,8 +46,8 @@ def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
 def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps: int,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Grow checkpoint `src` into `dst_stage`'s shape and write it to `out`; returns the growth record."""
-    from flmtrain.engine import CpuEngine
-    from flmtrain.runtime import distributed
+    from flm.train.distributed.runtime import distributed
+    from flm.train.engine.engines import CpuEngine
 
     src, out = Path(src), Path(out)
     meta = read_meta(src)

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flmconfig import load_config
-from flmtrain.checkpoint import load_checkpoint, read_meta
-from flmtrain.config import StageConfig
-from flmtrain.growth import resume_ramp
-from flmtrain.mixture_config import MixtureConfig
-from flmtrain.runtime import all_reduce_sum, data_parallel, distributed, mixture_from_record, open_mixture
+from flm.config import load_config
+from flm.train.checkpoint.store import load_checkpoint, read_meta
+from flm.train.config import StageConfig
+from flm.train.data.config import MixtureConfig
+from flm.train.distributed.runtime import all_reduce_sum, data_parallel, distributed, mixture_from_record, open_mixture
+from flm.train.growth import resume_ramp
 
 CHUNK = 64
 """Micro-batches per forward-only pass (bounds the memory of a pipeline-parallel evaluation)."""
@@ -61,7 +61,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
     the checkpoint's meta.json. `by_source` also evaluates each source's held-out documents on their own
     (the same documents the blend holds out), e.g. English and Chinese apart; `max_batches` applies to each.
     """
-    from flmtrain.engine import make_engine
+    from flm.train.engine.engines import make_engine
 
     meta = read_meta(path)
     stage = load_config(StageConfig, meta["stage_config"])

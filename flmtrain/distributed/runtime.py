@@ -12,9 +12,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from flmconfig import config_to_dict, load_config
-from flmtrain.config import StageConfig
-from flmtrain.mixture_config import MixtureConfig
+from flm.config import config_to_dict, load_config
+from flm.train.config import StageConfig
+from flm.train.data.config import MixtureConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @contextmanager
 def distributed(stage: StageConfig, seed: int) -> Iterator[None]:
     """torch.distributed + megatron parallel_state for this process (torchrun env or one process)."""
-    from flmtrain.parallel import destroy_parallel, init_parallel
+    from flm.train.distributed.parallel import destroy_parallel, init_parallel
 
     device = stage.train.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -66,7 +66,7 @@ def all_reduce_sum(values: list[float]) -> list[float]:
 
 def open_mixture(mixture_cfg: MixtureConfig, default_seq_len: int | None = None) -> Any:
     """The mixture's loader; its sequence length is the mixture's, else `default_seq_len` (the stage's)."""
-    from flmtrain.data import Mixture
+    from flm.train.data import Mixture
 
     seq_len = default_seq_len if getattr(mixture_cfg, "seq_len", None) is None else None
     return Mixture(mixture_cfg, seq_len=seq_len)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from flmtrain.config import OptimConfig
+from flm.train.config import OptimConfig
 
 
 @dataclass(frozen=True)

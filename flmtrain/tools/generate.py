@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-from flmconfig import load_config
-from flmtrain.checkpoint import load_checkpoint, read_meta
-from flmtrain.config import StageConfig
-from flmtrain.runtime import distributed
+from flm.config import load_config
+from flm.train.checkpoint.store import load_checkpoint, read_meta
+from flm.train.config import StageConfig
+from flm.train.distributed.runtime import distributed
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Generation:
 
 def tokenizer_dir_of(meta: dict[str, Any]) -> Path:
     """The tokenizer that made a checkpoint's training data, from its first source's manifest."""
-    from pipelines.token_shards import Manifest
+    from flm.pipelines.token_shards import Manifest
 
     sources = meta.get("mixture", {}).get("sources") or []
     if not sources:
@@ -70,9 +70,9 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], *, vocab_size: 
 def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None = None, max_new_tokens: int = 48,
              temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> list[Generation]:
     """Load a checkpoint (grown ones included) and continue each prompt."""
-    from flmtrain.growth import resume_ramp
-    from flmtrain.model import build_model
-    from tokenizer.load import load_tokenizer
+    from flm.tokenizer.load import load_tokenizer
+    from flm.train.growth import resume_ramp
+    from flm.train.model.gpt import build_model
 
     meta = read_meta(checkpoint)
     stage = load_config(StageConfig, meta["stage_config"])

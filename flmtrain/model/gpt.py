@@ -1,7 +1,7 @@
 """The FLM model: megatron-core GPTModel with our layer spec (xPos + SDPA core attention) and μP.
 
 `build_model` turns a `ModelConfig` into a megatron-core `GPTModel` subclass for this process's
-tensor/pipeline rank (call `flmtrain.parallel.init_parallel` first). The call is GPTModel's:
+tensor/pipeline rank (call `flm.train.distributed.parallel.init_parallel` first). The call is GPTModel's:
 `model(input_ids, position_ids, attention_mask=None, labels=None)` returns the per-token loss
 [b, s] when labels are given and logits [b, s, vocab] otherwise.
 
@@ -10,11 +10,11 @@ tensor/pipeline rank (call `flmtrain.parallel.init_parallel` first). The call is
   - logits are multiplied by `output_mult / width_mult` (applied to the last hidden state, which
     is the same because the output layer has no bias);
   - hidden matrices start with std init_std / sqrt(width_mult), embeddings with init_std;
-  - attention is scaled by 1/d_head (flmtrain.attention); per-parameter LRs are in flmtrain.mup.
+  - attention is scaled by 1/d_head (flm.train.model.attention); per-parameter LRs are in flm.train.model.mup.
 
 Speed on GPU (`cfg.kernels`, none of which changes the function): compiled RMSNorm, SwiGLU and
 xPos, the SDPA kernel order, and `model(..., labels=..., sum_loss=True)`, which returns the
-loss-mask-weighted sum of the token losses through flmtrain.fused_loss (no full logits kept).
+loss-mask-weighted sum of the token losses through flm.train.model.fused_loss (no full logits kept).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
-from flmtrain.apex_torch import wgrad_fusion_available
-from flmtrain.attention import FLMCoreAttention
-from flmtrain.config import ModelConfig
-from flmtrain.fused_loss import linear_cross_entropy_sum
-from flmtrain.mup import width_mult
-from flmtrain.parallel import on_gpu, seed_everything
-from flmtrain.plan import padded_vocab
+from flm.train.config import ModelConfig
+from flm.train.distributed.parallel import on_gpu, seed_everything
+from flm.train.engine.multi_tensor import wgrad_fusion_available
+from flm.train.model.attention import FLMCoreAttention
+from flm.train.model.fused_loss import linear_cross_entropy_sum
+from flm.train.model.mup import width_mult
+from flm.train.model.size import padded_vocab
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +171,7 @@ class FLMModel(GPTModel):
     """GPTModel with μP's input and output multipliers, and `attention_mask` optional (None = causal).
 
     With labels, `sum_loss=True` returns Σ loss_mask · token loss (a 0-dim fp32 tensor; loss_mask
-    None = all ones) instead of the per-token losses: through flmtrain.fused_loss when
+    None = all ones) instead of the per-token losses: through flm.train.model.fused_loss when
     `fused_loss` and the vocabulary is not split over tensor parallelism, else megatron's loss summed.
     """
 
@@ -224,7 +224,7 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     sequence over the tensor-parallel group; it has no effect at tp=1.
     """
     if not parallel_state.model_parallel_is_initialized():
-        raise RuntimeError("megatron parallel state is not initialised: call flmtrain.parallel.init_parallel() first")
+        raise RuntimeError("megatron parallel state is not initialised: call init_parallel() first")
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     if cfg.layers % pp:
