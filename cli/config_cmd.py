@@ -8,7 +8,7 @@ import typer
 import yaml
 
 from flm.cli.render import console, emit_json, fail
-from flm.config import ConfigError, config_to_dict, find_config, load_config
+from flm.config import config_to_dict, find_config, load_config
 
 config_app = typer.Typer(help="Inspect the typed configs under configs/ (stages, pipelines, mixtures, recipes).",
                          no_args_is_help=True)
@@ -41,11 +41,8 @@ def show(
     """Print the fully resolved config: defaults, then the YAML file, then --set overrides."""
     if kind not in KINDS:
         fail(f"--kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    try:
-        path = find_config(name, kind)
-        cfg = load_config(config_class(kind), path, set_ or [])
-    except ConfigError as err:
-        fail(str(err))
+    path = find_config(name, kind)
+    cfg = load_config(config_class(kind), path, set_ or [])
     data = config_to_dict(cfg)
     if json_:
         emit_json(data)

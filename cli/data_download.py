@@ -11,9 +11,9 @@ import typer
 from rich.table import Table
 
 from flm.cli.render import console, emit_json, fail, progress_bars
-from flm.pipelines.download import Batch, Download, DownloadError, Policy, fetch_all
-from flm.pipelines.sources import PILE, SOURCES, WUDAO, Mirror, Source, SourceError, get_source, local_state
-from flm.pipelines.wudao import REPORT_NAME, SHARD_PREFIX, WuDaoError, convert
+from flm.pipelines.download import Batch, Download, Policy, fetch_all
+from flm.pipelines.sources import PILE, SOURCES, WUDAO, Mirror, Source, get_source, local_state
+from flm.pipelines.wudao import REPORT_NAME, SHARD_PREFIX, convert
 
 
 def download(
@@ -51,8 +51,6 @@ def download(
         else:
             _reject_flags("wudao", {"--files": files, "--all": all_files, "--mirror": mirror})
             _wudao(url, from_, accept_licence, header or [], sha256, out, Policy(retries=retries), json_)
-    except (SourceError, WuDaoError, DownloadError) as e:
-        fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted: partial downloads are kept as *.part; run the same command again to resume", code=130)
 

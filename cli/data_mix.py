@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flm.cli.render import console, emit_json, fail, progress_bars
-from flm.config import ConfigError, find_config, load_config
+from flm.cli.render import console, emit_json, progress_bars
+from flm.config import find_config, load_config
 
 
 def mix_report(
@@ -21,13 +21,10 @@ def mix_report(
     from flm.train.data import Mixture  # torch: imported only when the command runs
     from flm.train.data.config import MixtureConfig
 
-    try:
-        path = find_config(mixture, "mixtures")
-        cfg = load_config(MixtureConfig, path, set_ or [])
-        with progress_bars(enabled=not json_) as bars:
-            report = Mixture(cfg, progress=bars).report(samples)
-    except (ConfigError, ValueError) as err:
-        fail(str(err))
+    path = find_config(mixture, "mixtures")
+    cfg = load_config(MixtureConfig, path, set_ or [])
+    with progress_bars(enabled=not json_) as bars:
+        report = Mixture(cfg, progress=bars).report(samples)
     if json_:
         emit_json(report)
         return

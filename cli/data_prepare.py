@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from flm.cli.render import console, emit_json, err_console, fail, progress_bars
-from flm.config import ConfigError, find_config, load_config
+from flm.config import find_config, load_config
 from flm.pipelines.config import SOURCES
 
 if TYPE_CHECKING:
@@ -26,14 +26,11 @@ def _configs(source: str, config: str | None, overrides: list[str]) -> list[Pipe
     if config and len(sources) > 1:
         fail("--config names the config of one source; use it with --source pile or --source wudao")
     configs = []
-    try:
-        for name in sources:
-            cfg = load_config(PipelineConfig, find_config(config or name, "pipelines"), overrides)
-            if cfg.source != name:
-                fail(f"config {config!r} is for source {cfg.source!r}, not {name!r}")
-            configs.append(cfg)
-    except ConfigError as err:
-        fail(str(err))
+    for name in sources:
+        cfg = load_config(PipelineConfig, find_config(config or name, "pipelines"), overrides)
+        if cfg.source != name:
+            fail(f"config {config!r} is for source {cfg.source!r}, not {name!r}")
+        configs.append(cfg)
     return configs
 
 
@@ -99,14 +96,10 @@ def prepare(
         overrides.append(f"executor.kind={executor}")
     configs = _configs(source, config, overrides)
 
-    from flm.pipelines.prepare import PrepareError
     from flm.pipelines.prepare import prepare as run_prepare
 
-    try:
-        with progress_bars(enabled=not json_) as bars:
-            result = run_prepare(configs, input_dir, out_dir, progress=bars)
-    except PrepareError as err:
-        fail(str(err))
+    with progress_bars(enabled=not json_) as bars:
+        result = run_prepare(configs, input_dir, out_dir, progress=bars)
     if json_:
         emit_json(result.to_dict())
         return

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flm.cli.render import console, emit_json, err_console, fail
+from flm.cli.render import console, emit_json, err_console
 
 DEFAULT_VOCAB = 100256
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
@@ -31,7 +31,6 @@ AllowSmallerOpt = Annotated[bool, typer.Option(
     "--allow-smaller", help="Keep a smaller vocabulary when the corpus cannot support --vocab, instead of failing.")]
 SampleOpt = Annotated[float, typer.Option("--sample-mb", help="Byte budget of the tokenizer's training sample (MB).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the training sample.")]
-ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
 
 
 class _Bars:
@@ -101,13 +100,8 @@ def train_tokenizer(
     json_: JsonOpt = False,
 ) -> None:
     """Train a byte-level BPE tokenizer on prepared text (HF tokenizers or SentencePiece)."""
-    from flm.tokenizer import TokenizerError
-
-    try:
-        result = _train(input_dir, out, vocab or DEFAULT_VOCAB, backend, allow_smaller, sample_mb, seed, overwrite,
-                        show=not json_)
-    except (TokenizerError, *ERRORS) as err:
-        fail(str(err))
+    result = _train(input_dir, out, vocab or DEFAULT_VOCAB, backend, allow_smaller, sample_mb, seed, overwrite,
+                    show=not json_)
     if json_:
         emit_json(result)
     else:
@@ -148,7 +142,6 @@ def tokenize(
 ) -> None:
     """Train (if needed) a byte-level BPE tokenizer and write Arrow token shards."""
     from flm.pipelines.tokenize import tokenize_corpus
-    from flm.tokenizer import TokenizerError
 
     tokenizer_dir = tokenizer or out.resolve().parent / "tokenizer"
     workers = workers or os.cpu_count() or 1
@@ -156,17 +149,14 @@ def tokenize(
                           "--tokenizer", str(tokenizer_dir), "--workers", str(workers)]
                          + (["--backend", backend] if backend else []) + (["--vocab", str(vocab)] if vocab else []))
     result: dict = {}
-    try:
-        if _tokenizer_ready(tokenizer_dir, vocab, _backend(backend) if backend else None):
-            result["tokenizer"] = {"tokenizer_dir": str(tokenizer_dir), "trained": False}
-        else:
-            result["tokenizer"] = _train(input_dir, tokenizer_dir, vocab or DEFAULT_VOCAB, backend, allow_smaller,
-                                         sample_mb, seed, overwrite=False, show=not json_)
-        with _progress(not json_) as progress:
-            run = tokenize_corpus(input_dir, out, tokenizer_dir, workers=workers, command=command,
-                                  progress=_Bars(progress))
-    except (TokenizerError, *ERRORS) as err:
-        fail(str(err))
+    if _tokenizer_ready(tokenizer_dir, vocab, _backend(backend) if backend else None):
+        result["tokenizer"] = {"tokenizer_dir": str(tokenizer_dir), "trained": False}
+    else:
+        result["tokenizer"] = _train(input_dir, tokenizer_dir, vocab or DEFAULT_VOCAB, backend, allow_smaller,
+                                     sample_mb, seed, overwrite=False, show=not json_)
+    with _progress(not json_) as progress:
+        run = tokenize_corpus(input_dir, out, tokenizer_dir, workers=workers, command=command,
+                              progress=_Bars(progress))
     result["tokenize"] = run.to_json()
     if json_:
         emit_json(result)
@@ -192,12 +182,8 @@ def inspect(
 ) -> None:
     """Summarize token shards per source and decode a sample document back to text."""
     from flm.pipelines.token_inspect import inspect_tokens
-    from flm.tokenizer import TokenizerError
 
-    try:
-        report = inspect_tokens(tokens, tokenizer, sample_doc=doc)
-    except (TokenizerError, *ERRORS) as err:
-        fail(str(err))
+    report = inspect_tokens(tokens, tokenizer, sample_doc=doc)
     if json_:
         emit_json(report.to_json())
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flm.cli.render import console, emit_json, err_console, fail, progress_bars
+from flm.cli.render import console, emit_json, err_console, progress_bars
 
 
 def export(
@@ -23,15 +23,11 @@ def export(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Export a checkpoint to a directory that Hugging Face transformers loads (from_pretrained)."""
-    from flm.train.checkpoint.store import CheckpointError
     from flm.train.export.huggingface import export_checkpoint
 
-    try:
-        with progress_bars(enabled=not json_) as bars:
-            summary = export_checkpoint(checkpoint, out, fmt=format_, dtype=dtype, tokenizer=tokenizer,
-                                        progress=bars)
-    except (CheckpointError, ValueError, OSError) as err:
-        fail(str(err))
+    with progress_bars(enabled=not json_) as bars:
+        summary = export_checkpoint(checkpoint, out, fmt=format_, dtype=dtype, tokenizer=tokenizer,
+                                    progress=bars)
     if json_:
         emit_json(summary)
         return

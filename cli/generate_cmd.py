@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flm.cli.render import console, emit_json, fail
+from flm.cli.render import console, emit_json
 
 
 def generate(
@@ -23,14 +23,10 @@ def generate(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Generate text from a checkpoint given one or more prompts."""
-    from flm.train.checkpoint.store import CheckpointError
     from flm.train.tools.generate import generate as run_generate
 
-    try:
-        results = run_generate(checkpoint, prompt, tokenizer_dir=tokenizer, max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_k=top_k, seed=seed)
-    except (CheckpointError, ValueError, OSError) as err:
-        fail(str(err))
+    results = run_generate(checkpoint, prompt, tokenizer_dir=tokenizer, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_k=top_k, seed=seed)
     if json_:
         emit_json({"checkpoint": str(checkpoint), "generations": [asdict(r) for r in results]})
         return

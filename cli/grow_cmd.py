@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from flm.cli.render import console, emit_json, err_console, fail, progress_bars
-from flm.config import ConfigError, find_config, load_config
+from flm.config import find_config, load_config
 
 
 def _stage(name: str, overrides: list[str] | None = None) -> Any:
@@ -32,21 +32,16 @@ def grow(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Grow a checkpoint into the next stage's shape without changing its function (MSG)."""
-    from flm.train.checkpoint.store import CheckpointError
-    from flm.train.growth import GrowthError
 
-    try:
-        dst = _stage(to, set_)
-        if dry_run:
-            _dry_run(dst, checkpoint, from_, json_)
-            return
-        if checkpoint is None or out is None:
-            fail("--checkpoint and --out are required to grow (or pass --dry-run --from STAGE)")
-        if from_ is not None:
-            fail("--from is for --dry-run; a real growth takes the source stage from the checkpoint")
-        _grow(checkpoint, dst, out, ramp_steps, json_)
-    except (ConfigError, GrowthError, CheckpointError, FileNotFoundError) as err:
-        fail(str(err))
+    dst = _stage(to, set_)
+    if dry_run:
+        _dry_run(dst, checkpoint, from_, json_)
+        return
+    if checkpoint is None or out is None:
+        fail("--checkpoint and --out are required to grow (or pass --dry-run --from STAGE)")
+    if from_ is not None:
+        fail("--from is for --dry-run; a real growth takes the source stage from the checkpoint")
+    _grow(checkpoint, dst, out, ramp_steps, json_)
 
 
 def _dry_run(dst: Any, checkpoint: Path | None, from_: str | None, json_: bool) -> None:

@@ -6,6 +6,7 @@ import logging
 import warnings
 
 import typer
+from typer.core import TyperGroup
 
 from flm.cli import (
     data_download,
@@ -20,9 +21,24 @@ from flm.cli import (
     train_cmd,
 )
 from flm.cli.config_cmd import config_app
+from flm.cli.render import fail
+from flm.config.errors import FlmError
+
+
+class FlmGroup(TyperGroup):
+    """Renders flm's own errors (FlmError) as one line and exit code 1; any other exception is a bug and keeps
+    its traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except FlmError as err:
+            fail(str(err))
+
 
 app = typer.Typer(
     name="flm",
+    cls=FlmGroup,
     help="flm: a data-pipeline-first LLM pretraining suite (FLM-101B recipe: Pile + WuDao, xPos, muP, growth).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,

@@ -29,15 +29,10 @@ def predict_loss(
         fail(f"--metric must be loss or val_loss, got {metric!r}")
     if count not in ("non-embedding", "total"):
         fail(f"--count must be non-embedding or total, got {count!r}")
-    from flm.config import ConfigError
-    from flm.train.checkpoint.store import CheckpointError
-    from flm.train.tools.loss_prediction import PredictionError, plot_prediction
+    from flm.train.tools.loss_prediction import plot_prediction
     from flm.train.tools.loss_prediction import predict_loss as predict
 
-    try:
-        report = predict(runs, target or [], metric=metric, count=count, points=points, window=window)
-    except (PredictionError, ConfigError, CheckpointError, FileNotFoundError) as err:
-        fail(str(err))
+    report = predict(runs, target or [], metric=metric, count=count, points=points, window=window)
     report["plot"] = str(plot_prediction(report, plot))
     if json_:
         emit_json(report)

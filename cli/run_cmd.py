@@ -28,14 +28,11 @@ def run(
 
     Finished stages are skipped on a rerun (each records its result under OUT/.recipe/); --fresh redoes all.
     """
-    from flm.config import ConfigError
+    from flm.config import FlmError
     from flm.recipe.run import STAGES, RecipeRun, load_recipe
     from flm.recipe.run import fresh as remove_outputs
 
-    try:
-        cfg = load_recipe(recipe, set_ or [])
-    except ConfigError as err:
-        fail(str(err))
+    cfg = load_recipe(recipe, set_ or [])
     if fresh:
         remove_outputs(out)
     selected = tuple(s.strip() for s in stages.split(",")) if stages else STAGES
@@ -59,7 +56,7 @@ def run(
     try:
         with progress_bars(enabled=not json_) as bars:
             summary = RecipeRun(cfg, out, progress=bars, on_stage=on_stage, on_step=on_step).run(selected)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except FlmError as err:
         fail(f"{err}\n(rerun the same command to resume from the last finished stage)")
     if json_:
         emit_json(summary)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from flm.cli.render import console, emit_json, err_console, fail, progress_bars
-from flm.config import ConfigError, find_config, load_config
+from flm.config import find_config, load_config
 
 
 def _is_rank0() -> bool:
@@ -47,10 +47,7 @@ def train(
     """Train a stage (tiny ... 101b) on a mixture with megatron-core; resumes from the run dir."""
     from flm.train.config import StageConfig
 
-    try:
-        stage_cfg = load_config(StageConfig, find_config(stage, "stages"), set_ or [])
-    except ConfigError as err:
-        fail(str(err))
+    stage_cfg = load_config(StageConfig, find_config(stage, "stages"), set_ or [])
     if dry_run:
         _dry_run(stage_cfg, json_)
         return
@@ -71,15 +68,10 @@ def _dry_run(stage_cfg: Any, json_: bool) -> None:
 
 
 def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resume: str, json_: bool) -> None:
-    from flm.pipelines.token_shards import TokenShardError
-    from flm.train.checkpoint.store import CheckpointError
     from flm.train.data.config import MixtureConfig
-    from flm.train.trainer.loop import Trainer, TrainingDiverged
+    from flm.train.trainer.loop import Trainer
 
-    try:
-        mixture_cfg = load_config(MixtureConfig, mixture)
-    except ConfigError as err:
-        fail(str(err))
+    mixture_cfg = load_config(MixtureConfig, mixture)
     show = _is_rank0() and not json_
     target = steps if steps is not None else stage_cfg.train.steps
     every = max(stage_cfg.train.log_every, 1)
@@ -90,10 +82,7 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
 
         trainer = Trainer(stage_cfg, mixture_cfg, run_dir, steps=steps, resume=resume, progress=bars,
                           on_step=on_step if show else None)
-        try:
-            result = trainer.run()
-        except (ConfigError, TokenShardError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError) as err:
-            fail(str(err))
+        result = trainer.run()
     if not _is_rank0():
         return
     data = dataclasses.asdict(result)
@@ -118,17 +107,12 @@ def evaluate(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Compute validation loss of a checkpoint on a mixture's held-out split."""
-    from flm.pipelines.token_shards import TokenShardError
-    from flm.train.checkpoint.store import CheckpointError
     from flm.train.data.config import MixtureConfig
     from flm.train.trainer.evaluate import evaluate_checkpoint
 
-    try:
-        mixture_cfg = load_config(MixtureConfig, mixture) if mixture is not None else None
-        result = evaluate_checkpoint(checkpoint, mixture_cfg, micro_batch=micro_batch, max_batches=batches,
-                                     by_source=by_source)
-    except (ConfigError, TokenShardError, CheckpointError, ValueError, FileNotFoundError) as err:
-        fail(str(err))
+    mixture_cfg = load_config(MixtureConfig, mixture) if mixture is not None else None
+    result = evaluate_checkpoint(checkpoint, mixture_cfg, micro_batch=micro_batch, max_batches=batches,
+                                 by_source=by_source)
     if not _is_rank0():
         return
     if json_:

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from flm.config.bundled import configs_dir
+from flm.config.errors import FlmError
 
 T = TypeVar("T")
 
@@ -24,7 +25,7 @@ BASE_KEY = "base"
 """A top-level `base: other` key makes a YAML file start from another (same folder or a path)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(FlmError, ValueError):
     """A configuration value or key is wrong; the message names the dotted key."""
 
 

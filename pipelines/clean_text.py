@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import orjson
 
+from flm.config.errors import FlmError
 from flm.pipelines.jsonl_zst import ZstdStreamError, split_lines, zstd_chunks
 
 CLEAN_PATTERN = "*.jsonl.zst"
@@ -23,7 +24,7 @@ SKIP_REASONS = ("empty", "non_utf8", "malformed")
 MAX_EXAMPLES = 5
 
 
-class CleanTextError(ValueError):
+class CleanTextError(FlmError, ValueError):
     """A clean-text file cannot be read at all (corrupt or truncated compression)."""
 
 

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flm.config.errors import FlmError
 from flm.config.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _CONTENT_RANGE_UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(FlmError, RuntimeError):
     """A file could not be fetched; the message names the URL and the last error."""
 
 

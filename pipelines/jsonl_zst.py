@@ -11,10 +11,12 @@ from typing import IO
 
 import zstandard
 
+from flm.config.errors import FlmError
+
 CHUNK = 1 << 20
 
 
-class ZstdStreamError(ValueError):
+class ZstdStreamError(FlmError, ValueError):
     """The stream is corrupt (not zstd) or `truncated` (it ends inside a frame)."""
 
     def __init__(self, detail: str, truncated: bool) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flm.config.errors import FlmError
 from flm.pipelines.download import part_path, recorded_sha256
 
 
-class SourceError(ValueError):
+class SourceError(FlmError, ValueError):
     """An unknown source, mirror or file name; the message lists what exists."""
 
 

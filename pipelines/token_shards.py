@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from flm.config.errors import FlmError
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 PROGRESS_NAME = ".progress.jsonl"
@@ -30,7 +32,7 @@ SCHEMA = pa.schema([
 ])
 
 
-class TokenShardError(ValueError):
+class TokenShardError(FlmError, ValueError):
     """A token-shard directory is missing, inconsistent, or made by another tokenizer."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from flm.config.errors import FlmError
 from flm.config.progress import Progress
 from flm.pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file
 from flm.pipelines.token_shards import (
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 PIECES_DIR = ".pieces"
 VERIFY_CHARS = 100_000
 """Characters of text per source checked for identical ids (tiktoken vs HF tokenizers) before tokenizing."""
+
+
+class TokenizeError(FlmError):
+    """An input shard could not be tokenized (the message names the source and shard)."""
 
 
 def _no_progress(label: str, completed: float, total: float | None = None) -> None:
@@ -510,7 +515,7 @@ def _run(todo: list[tuple[ShardTask, int]], tokenizer: Tokenizer, books: _Books,
                 try:
                     outcome = future.result()
                 except Exception as err:
-                    raise RuntimeError(f"{task.source}/{task.name}: {type(err).__name__}: {err}") from err
+                    raise TokenizeError(f"{task.source}/{task.name}: {type(err).__name__}: {err}") from err
                 books.piece_done(task, outcome)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from flm.config.errors import FlmError
 from flm.config.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,11 @@ _MAX_RECORD_CHARS = 64 << 20
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
-class WuDaoError(ValueError):
+class WuDaoError(FlmError, ValueError):
     """The input cannot be read at all (missing, unknown format, no RAR tool)."""
 
 
-class JsonStreamError(ValueError):
+class JsonStreamError(FlmError, ValueError):
     """A JSON array stops being valid at element `index`; nothing after it can be trusted."""
 
     def __init__(self, index: int, reason: str) -> None:

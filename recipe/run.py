@@ -18,13 +18,17 @@ from typing import Any
 
 import yaml
 
-from flm.config import find_config, load_config
+from flm.config import ConfigError, FlmError, find_config, load_config
 from flm.config.bundled import sample_dir
 from flm.config.progress import Progress
 from flm.train.config import StageConfig
 
 OnStage = Callable[[str, str], None]
 """Called with (stage name, "start" | "skip" | "done")."""
+
+class RecipeError(FlmError):
+    """A recipe's stage cannot run: its input is missing (the message names the path)."""
+
 
 STAGES = ("raw", "prepare", "tokenizer", "tokenize", "mixture", "train", "grow", "train_grown", "evaluate",
           "generate", "report")
@@ -118,7 +122,7 @@ class RecipeRun:
     def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+            raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
         (self.out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
         for name in STAGES:
             if name not in stages:
@@ -147,7 +151,7 @@ class RecipeRun:
         pile_out.mkdir(parents=True, exist_ok=True)
         files = sorted(Path(pile_in).glob("*.jsonl.zst"))
         if not files:
-            raise FileNotFoundError(f"{pile_in}: no *.jsonl.zst files")
+            raise RecipeError(f"{pile_in}: no *.jsonl.zst files")
         for path in files:  # linked, not copied: the real Pile is hundreds of GB
             link = pile_out / path.name
             link.unlink(missing_ok=True)
@@ -212,7 +216,7 @@ class RecipeRun:
         t = self.recipe.train
         src = latest_checkpoint(self.runs / t.stage / "checkpoints")
         if src is None:
-            raise FileNotFoundError(f"{self.runs / t.stage}: no checkpoint to grow")
+            raise RecipeError(f"{self.runs / t.stage}: no checkpoint to grow")
         out = self.runs / "grown-init" / src.name
         shutil.rmtree(out, ignore_errors=True)  # a half-written growth from an interrupted run
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +256,7 @@ class RecipeRun:
 
         ckpt = latest_checkpoint(self.runs / self.recipe.train.grow_to / "checkpoints")
         if ckpt is None:
-            raise FileNotFoundError(f"{self.runs / self.recipe.train.grow_to}: no checkpoint to generate from")
+            raise RecipeError(f"{self.runs / self.recipe.train.grow_to}: no checkpoint to generate from")
         gens = generate(ckpt, list(self.recipe.prompts), tokenizer_dir=self.tokenizer_dir,
                         max_new_tokens=self.recipe.max_new_tokens)
         return {"checkpoint": str(ckpt), "generations": gens}

@@ -9,13 +9,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from flm.config.errors import FlmError
+
 META_NAME = "meta.json"
 META_VERSION = 1
 Backend = Literal["hf", "sentencepiece"]
 MODEL_FILES: dict[str, str] = {"hf": "tokenizer.json", "sentencepiece": "tokenizer.model"}
 
 
-class TokenizerError(ValueError):
+class TokenizerError(FlmError, ValueError):
     """A tokenizer cannot be trained, saved or loaded as asked; the message says why and what to do."""
 
 

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from flm.config.errors import FlmError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
@@ -37,7 +39,7 @@ STEP_RE = re.compile(r"^step-(\d+)$")
 TMP_PREFIX = ".step-"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FlmError, RuntimeError):
     """A checkpoint is missing, incomplete, or does not match the model being loaded."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from flm.config import ConfigError
 from flm.train.data.boundaries import attention_mask, position_ids
 from flm.train.data.samples import Samples
 
@@ -114,7 +115,7 @@ class TrainLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved state (call before iterating); a different seed would be another order."""
         if int(state["seed"]) != self.seed:
-            raise ValueError(f"loader state was saved with seed {state['seed']}, this mixture has seed "
+            raise ConfigError(f"loader state was saved with seed {state['seed']}, this mixture has seed "
                              f"{self.seed}: the sample order would differ")
         self.consumed_samples = int(state["consumed_samples"])
 

@@ -177,7 +177,7 @@ class Mixture:
                      pin_memory: bool = False) -> EvalLoader:
         """The held-out samples, in a fixed order, as whole global batches (finite, re-iterable)."""
         if self.valid_samples is None:
-            raise ValueError(f"no validation data: valid_fraction is {self.cfg.valid_fraction} and the held-out "
+            raise ConfigError(f"no validation data: valid_fraction is {self.cfg.valid_fraction} and the held-out "
                              f"documents fill no sample of {self.seq_len} tokens")
         return EvalLoader(self._dataset(self.valid_samples), micro_batch=micro_batch, dp_rank=dp_rank,
                           dp_size=dp_size, num_workers=num_workers, pin_memory=pin_memory)

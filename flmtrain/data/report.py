@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from flm.config import ConfigError
 from flm.train.data.blend import Blend
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def _delivered(stream: Any, codes: np.ndarray, num_codes: int, count: int, block
 
 def mixture_report(mixture: Mixture, num_samples: int, window: int) -> dict:
     if num_samples <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
+        raise ConfigError(f"num_samples must be positive, got {num_samples}")
     seq_len = mixture.seq_len
     window = min(window, num_samples)
     samples = mixture.train_samples

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from flm.config import ConfigError
+
 _owned_group = False
 _excepthook_before = sys.excepthook
 """torch wraps sys.excepthook at every init_process_group (a "[rankN]:" prefix); restored on destroy."""
@@ -78,7 +80,7 @@ def init_parallel(tp: int = 1, pp: int = 1, *, backend: str | None = None, seed:
         _init_process_group(backend)
     world = dist.get_world_size()
     if world % (tp * pp):
-        raise ValueError(f"world size {world} is not divisible by tp * pp = {tp} * {pp}")
+        raise ConfigError(f"world size {world} is not divisible by tp * pp = {tp} * {pp}")
     if parallel_state.model_parallel_is_initialized() and (
             parallel_state.get_tensor_model_parallel_world_size() != tp
             or parallel_state.get_pipeline_model_parallel_world_size() != pp):

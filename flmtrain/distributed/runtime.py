@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from flm.config import config_to_dict, load_config
+from flm.config import ConfigError, config_to_dict, load_config
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig
 
@@ -26,7 +26,7 @@ def distributed(stage: StageConfig, seed: int) -> Iterator[None]:
 
     device = stage.train.device
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is cuda but no CUDA GPU is visible to this process")
+        raise ConfigError("train.device is cuda but no CUDA GPU is visible to this process")
     already = dist.is_available() and dist.is_initialized()
     if not already:
         init_parallel(stage.parallel.tp, stage.parallel.pp, backend="gloo" if device == "cpu" else None, seed=seed)
@@ -77,7 +77,7 @@ def fit_stage(stage: StageConfig, mixture: Any) -> StageConfig:
     stage = copy.deepcopy(stage)
     cfg = mixture.cfg
     if cfg.reset_position_ids and not cfg.reset_attention_mask and stage.model.position in ("xpos", "rope"):
-        raise ValueError(f"the mixture resets position ids but not the attention mask; {stage.model.position} "
+        raise ConfigError(f"the mixture resets position ids but not the attention mask; {stage.model.position} "
                          "positions are relative, so that alone changes nothing: set reset_attention_mask: true")
     if mixture.seq_len != stage.model.seq_len:
         log.info("sequence length %d from the mixture (stage default %d)", mixture.seq_len, stage.model.seq_len)

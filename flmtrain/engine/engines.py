@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from flm.config import ConfigError
 from flm.train.config import StageConfig
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class CpuEngine:
         from flm.train.model.mup import param_groups
 
         if stage.parallel.tp != 1 or stage.parallel.pp != 1:
-            raise ValueError(f"stage {stage.name!r} asks for tp={stage.parallel.tp} pp={stage.parallel.pp}; the CPU "
+            raise ConfigError(f"stage {stage.name!r} asks for tp={stage.parallel.tp} pp={stage.parallel.pp}; the CPU "
                              "path is data-parallel only: --set parallel.tp=1 --set parallel.pp=1")
         if stage.train.precision != "fp32":
             log.warning("precision %s asked for; the CPU path trains in fp32", stage.train.precision)

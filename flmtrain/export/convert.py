@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from flm.config.errors import FlmError
 from flm.train.config import ModelConfig
 from flm.train.model.mup import width_mult
 
@@ -28,7 +29,7 @@ LLAMA_NEEDS = {"position": "rope", "norm": "rmsnorm", "activation": "swiglu"}
 """ModelConfig fields that Llama cannot fold away, and the value it needs."""
 
 
-class ExportError(ValueError):
+class ExportError(FlmError, ValueError):
     """A checkpoint cannot be exported as asked; the message names the file or field and what to do."""
 
 

@@ -194,7 +194,7 @@ def _find_tokenizer(meta: dict[str, Any], cfg: ModelConfig,
 
         try:
             directory = tokenizer_dir_of(meta)
-        except (ValueError, OSError) as err:
+        except (CheckpointError, OSError) as err:
             return None, f"exported without a tokenizer: {err}"
     else:
         directory = Path(given)

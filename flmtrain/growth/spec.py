@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flm.config.errors import FlmError
 from flm.train.config import ModelConfig
 
 
-class GrowthError(ValueError):
+class GrowthError(FlmError, ValueError):
     """The requested growth is impossible (shrinking, head size or key/value layout mismatch, ...)."""
 
 

@@ -40,6 +40,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
+from flm.config import ConfigError
 from flm.train.config import ModelConfig
 from flm.train.distributed.parallel import on_gpu, seed_everything
 from flm.train.engine.multi_tensor import wgrad_fusion_available
@@ -228,7 +229,7 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     if cfg.layers % pp:
-        raise ValueError(f"model.layers ({cfg.layers}) must be divisible by the pipeline size ({pp})")
+        raise ConfigError(f"model.layers ({cfg.layers}) must be divisible by the pipeline size ({pp})")
     if vocab_size is not None:
         cfg = replace(cfg, vocab_size=vocab_size)
     if seed is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from flm.config import ConfigError
 from flm.train.config import ModelConfig, StageConfig
 
 GIB = 1024**3
@@ -131,12 +132,12 @@ def check_plan(stage: StageConfig) -> None:
     """Raise ValueError naming the field when the parallel plan cannot hold the model or batch."""
     cfg, par, train = stage.model, stage.parallel, stage.train
     if cfg.heads % par.tp or _kv_heads(cfg) % par.tp:
-        raise ValueError(f"parallel.tp ({par.tp}) must divide model.heads ({cfg.heads}) "
+        raise ConfigError(f"parallel.tp ({par.tp}) must divide model.heads ({cfg.heads}) "
                          f"and model.kv_heads ({_kv_heads(cfg)})")
     if cfg.layers % par.pp:
-        raise ValueError(f"parallel.pp ({par.pp}) must divide model.layers ({cfg.layers})")
+        raise ConfigError(f"parallel.pp ({par.pp}) must divide model.layers ({cfg.layers})")
     if train.global_batch % (train.micro_batch * par.dp):
-        raise ValueError(f"train.global_batch ({train.global_batch}) must be a multiple of "
+        raise ConfigError(f"train.global_batch ({train.global_batch}) must be a multiple of "
                          f"train.micro_batch x parallel.dp ({train.micro_batch} x {par.dp})")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from flm.config import load_config
-from flm.train.checkpoint.store import load_checkpoint, read_meta
+from flm.train.checkpoint.store import CheckpointError, load_checkpoint, read_meta
 from flm.train.config import StageConfig
 from flm.train.distributed.runtime import distributed
 
@@ -32,11 +32,11 @@ def tokenizer_dir_of(meta: dict[str, Any]) -> Path:
 
     sources = meta.get("mixture", {}).get("sources") or []
     if not sources:
-        raise ValueError("the checkpoint records no mixture; pass the tokenizer directory explicitly")
+        raise CheckpointError("the checkpoint records no mixture; pass the tokenizer directory explicitly")
     manifest = Manifest.load(Path(sources[0]["path"]))
     directory = manifest.extra.get("tokenizer_dir")
     if not directory:
-        raise ValueError(f"{sources[0]['path']}: manifest names no tokenizer_dir; pass the tokenizer explicitly")
+        raise CheckpointError(f"{sources[0]['path']}: manifest names no tokenizer_dir; pass the tokenizer explicitly")
     return Path(directory)
 
 
@@ -78,7 +78,8 @@ def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None
     stage = load_config(StageConfig, meta["stage_config"])
     tokenizer = load_tokenizer(tokenizer_dir or tokenizer_dir_of(meta))
     if tokenizer.vocab_size > stage.model.vocab_size:
-        raise ValueError(f"tokenizer vocabulary {tokenizer.vocab_size} exceeds the model's {stage.model.vocab_size}")
+        raise CheckpointError(f"tokenizer vocabulary {tokenizer.vocab_size} exceeds the model's "
+                              f"{stage.model.vocab_size}")
     stage.parallel.tp = stage.parallel.pp = 1
     generator = torch.Generator().manual_seed(seed)
     results = []

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from flm.config import config_to_dict, find_config, load_config
+from flm.config.errors import FlmError
 from flm.train.checkpoint.store import checkpoints_root, latest_checkpoint, read_meta
 from flm.train.config import ModelConfig, StageConfig
 from flm.train.model.size import padded_vocab, param_count
@@ -32,7 +33,7 @@ SAME_ACROSS_PROXIES = ("optim", "train.global_batch", "train.steps", "model.seq_
 """What μScaling keeps fixed across proxies: a difference is reported as a warning."""
 
 
-class PredictionError(ValueError):
+class PredictionError(FlmError, ValueError):
     """The proxy runs cannot support a fit (too few, unreadable, or losses that do not fall with size)."""
 
 

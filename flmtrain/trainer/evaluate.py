@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flm.config import load_config
-from flm.train.checkpoint.store import load_checkpoint, read_meta
+from flm.config import ConfigError, load_config
+from flm.train.checkpoint.store import CheckpointError, load_checkpoint, read_meta
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig
 from flm.train.distributed.runtime import all_reduce_sum, data_parallel, distributed, mixture_from_record, open_mixture
@@ -38,7 +38,7 @@ def validation_loss(engine: Any, mixture: Any, micro_batch: int, max_batches: in
         count += chunk_count
     total, count = all_reduce_sum([total, count])
     if count == 0:
-        raise ValueError("the mixture's validation split is empty (valid_fraction too small for these shards?)")
+        raise ConfigError("the mixture's validation split is empty (valid_fraction too small for these shards?)")
     return total / count, int(count)
 
 
@@ -70,7 +70,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
     with distributed(stage, seed=stage.train.seed):
         mixture = open_mixture(mixture_cfg, stage.model.seq_len)
         if mixture.vocab_size > stage.model.vocab_size:
-            raise ValueError(f"{path}: the mixture's vocabulary ({mixture.vocab_size}) is larger than the "
+            raise CheckpointError(f"{path}: the mixture's vocabulary ({mixture.vocab_size}) is larger than the "
                              f"checkpoint's model ({stage.model.vocab_size}); wrong tokenizer?")
         stage.model.seq_len = mixture.seq_len
         engine = make_engine(stage, stage.model.vocab_size, train=False)

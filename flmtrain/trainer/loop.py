@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
-from flm.config import config_to_dict
+from flm.config import ConfigError, config_to_dict
+from flm.config.errors import FlmError
 from flm.config.progress import Progress
 from flm.train.checkpoint.store import (
+    CheckpointError,
     checkpoints_root,
     load_checkpoint,
     read_meta,
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 OnStep = Callable[[dict[str, Any]], None]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(FlmError, RuntimeError):
     """Too many consecutive steps had a NaN/inf loss or gradient."""
 
 
@@ -87,7 +89,7 @@ class TrainResult:
 def micro_batches_per_step(stage: StageConfig, dp_size: int) -> int:
     per_pass = stage.train.micro_batch * dp_size
     if stage.train.global_batch % per_pass:
-        raise ValueError(f"train.global_batch ({stage.train.global_batch}) must be a multiple of "
+        raise ConfigError(f"train.global_batch ({stage.train.global_batch}) must be a multiple of "
                          f"train.micro_batch x data-parallel size ({stage.train.micro_batch} x {dp_size})")
     return stage.train.global_batch // per_pass
 
@@ -154,7 +156,7 @@ class Trainer:
             self.stage.train.steps = self.target
         self.engine = make_engine(self.stage, self.stage.model.vocab_size)
         if self.stage.growth and self.engine.checkpoint_format != "torch":
-            raise ValueError(f"stage {self.stage.name!r} schedules in-place growth, which only the CPU engine "
+            raise ConfigError(f"stage {self.stage.name!r} schedules in-place growth, which only the CPU engine "
                              "supports (--set train.device=cpu); on GPUs it is not supported yet")
         if self.resumed_from is not None:
             self._load(self.resumed_from)
@@ -174,7 +176,7 @@ class Trainer:
         self.load_seconds = time.perf_counter() - started
         meta, state = loaded["meta"], loaded["state"]
         if meta.get("tokenizer_hash") not in (None, self.mixture.tokenizer_hash):
-            raise ValueError(f"{path}: trained on tokenizer {meta['tokenizer_hash'][:12]}, but the mixture's "
+            raise CheckpointError(f"{path}: trained on tokenizer {meta['tokenizer_hash'][:12]}, but the mixture's "
                              f"shards use {self.mixture.tokenizer_hash[:12]}")
         self.step = state["step"]
         self.data_state = state["data"]

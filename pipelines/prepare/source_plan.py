@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flm.config import config_to_dict
+from flm.config.errors import FlmError
 from flm.pipelines.config import PipelineConfig
 from flm.pipelines.prepare.readers import list_inputs
 
@@ -24,7 +25,7 @@ DATA_REMOVED = "data.removed"
 """Marks a finished run whose intermediate files were deleted: any task to redo means redoing all."""
 
 
-class PrepareError(RuntimeError):
+class PrepareError(FlmError, RuntimeError):
     """A run cannot start or did not finish; the message says why and where to look."""
 
 
