@@ -68,12 +68,12 @@ def phase(stage: str, mixture: Path, run_dir: Path, steps: int, resume: str, ove
     from flm.config import find_config, load_config
     from flm.train.config import StageConfig
     from flm.train.data.config import MixtureConfig
-    from flm.train.trainer.loop import Trainer
+    from flm.train.trainer.loop import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage_cfg = load_config(StageConfig, find_config(stage, "stages"), overrides)
     started = time.perf_counter()
-    result = Trainer(stage_cfg, load_config(MixtureConfig, mixture), run_dir, steps=steps, resume=resume).run()
+    result = train(stage_cfg, load_config(MixtureConfig, mixture), run_dir, steps=steps, resume=resume)
     summary = {**result.__dict__, "wall_s": time.perf_counter() - started}
     (run_dir / "result.json").write_text(json.dumps(summary, default=str) + "\n")
 

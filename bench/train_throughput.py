@@ -4,7 +4,7 @@ Shape (issue 9, DESIGN.md anchors): Llama-shaped 1.6B, 24 layers, hidden 2048, 1
 5632, vocab 100256, seq 2048, untied embeddings: flm's `1b` stage at the tokenizer's vocabulary.
 
 Phases, each a fresh process (allocator state and compiled graphs of one do not help another), in this order:
-  flm        the 1b stage through `flm.train.engine.engines.make_engine` (megatron-core DDP + distributed optimizer,
+  flm        the 1b stage through `flm.train.engine.make_engine` (megatron-core DDP + distributed optimizer,
              bf16, the stage's `model.kernels` and `optim.fused`), stepped as Trainer._train_step does:
              LR schedule, zero_grad, forward_backward over the global batch's micro-batches, grad norm,
              clip + optimizer step. `--profile`: one more (untimed) step under torch.profiler, giving GPU
@@ -114,9 +114,8 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
     """Train the 1b stage for warmup + steps steps through the engine `flm train` uses."""
     import torch
 
-    from flm.train.distributed.parallel import seed_everything
-    from flm.train.distributed.runtime import distributed
-    from flm.train.engine.engines import make_engine
+    from flm.train.distributed.parallel import distributed, seed_everything
+    from flm.train.engine import make_engine
     from flm.train.model.size import flops_per_token
     from flm.train.trainer.lr_schedule import LRSchedule
 
@@ -130,9 +129,9 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
     total_steps = warmup + steps + (profile_dir is not None)  # the profiled step comes last, untimed
     rows = torch.from_numpy(batch_pool(train.global_batch * total_steps, cfg.seq_len, cfg.vocab_size, seed=7))
     losses, fb_s, opt_s, times = [], [], [], []
-    with distributed(stage, seed=train.seed):
-        seed_everything(train.seed)
-        engine = make_engine(stage, cfg.vocab_size)
+    with distributed(stage, seed=train.seed) as parallel:
+        seed_everything(train.seed, cuda=parallel.cuda)
+        engine = make_engine(stage, cfg.vocab_size, parallel)
         schedule = LRSchedule.from_config(stage.optim, warmup + steps)
         built = time.perf_counter()
         for step in range(total_steps):

@@ -20,11 +20,12 @@ def mix_report(
     """Report the per-source and per-subset shares a mixture YAML actually delivers."""
     from flm.train.data import Mixture  # torch: imported only when the command runs
     from flm.train.data.config import MixtureConfig
+    from flm.train.data.report import mixture_report
 
     path = find_config(mixture, "mixtures")
     cfg = load_config(MixtureConfig, path, set_ or [])
     with progress_bars(enabled=not json_) as bars:
-        report = Mixture(cfg, progress=bars).report(samples)
+        report = mixture_report(Mixture(cfg, progress=bars), samples)
     if json_:
         emit_json(report)
         return

@@ -45,7 +45,7 @@ def grow(
 
 
 def _dry_run(dst: Any, checkpoint: Path | None, from_: str | None, json_: bool) -> None:
-    from flm.train.checkpoint.store import read_meta
+    from flm.train.checkpoint import read_meta
     from flm.train.growth.dry_run import plan_growth
     from flm.train.growth.grow_checkpoint import source_stage, target_stage
 

@@ -57,7 +57,7 @@ def train(
 
 
 def _dry_run(stage_cfg: Any, json_: bool) -> None:
-    from flm.train.model.size import dry_run
+    from flm.train.tools.dry_run import dry_run
 
     plan = dry_run(stage_cfg)
     if json_:
@@ -69,7 +69,7 @@ def _dry_run(stage_cfg: Any, json_: bool) -> None:
 
 def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resume: str, json_: bool) -> None:
     from flm.train.data.config import MixtureConfig
-    from flm.train.trainer.loop import Trainer
+    from flm.train.trainer.loop import train
 
     mixture_cfg = load_config(MixtureConfig, mixture)
     show = _is_rank0() and not json_
@@ -80,9 +80,8 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
             if record["step"] % every == 0 or "val_loss" in record or record["skipped"]:
                 bars.progress.console.print(step_line(record, target), highlight=False)
 
-        trainer = Trainer(stage_cfg, mixture_cfg, run_dir, steps=steps, resume=resume, progress=bars,
-                          on_step=on_step if show else None)
-        result = trainer.run()
+        result = train(stage_cfg, mixture_cfg, run_dir, steps=steps, resume=resume, progress=bars,
+                       on_step=on_step if show else None)
     if not _is_rank0():
         return
     data = dataclasses.asdict(result)

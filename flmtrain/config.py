@@ -111,7 +111,7 @@ class OptimConfig:
     clip_grad: float = 1.0
     fused: bool = True
     """torch's fused AdamW kernel on GPU (one pass over the state instead of ~10 foreach passes), and
-    multi-tensor kernels for megatron's grad norm and clipping (flm.train.engine.multi_tensor); without apex or
+    multi-tensor kernels for megatron's grad norm and clipping (flm.train.model.apex_kernels); without apex or
     Transformer Engine megatron-core uses torch's AdamW and per-tensor loops with a host sync each."""
 
     def validate(self) -> None:

@@ -209,7 +209,7 @@ class RecipeRun:
                      progress=self.progress, on_step=self.on_step)
 
     def stage_grow(self) -> dict[str, Any]:
-        from flm.train.checkpoint.store import latest_checkpoint
+        from flm.train.checkpoint import latest_checkpoint
         from flm.train.growth.grow_checkpoint import grow_checkpoint
         from flm.train.trainer.evaluate import evaluate_checkpoint
 
@@ -239,7 +239,7 @@ class RecipeRun:
                      progress=self.progress, on_step=self.on_step)
 
     def stage_evaluate(self) -> dict[str, Any]:
-        from flm.train.checkpoint.store import latest_checkpoint
+        from flm.train.checkpoint import latest_checkpoint
         from flm.train.trainer.evaluate import evaluate_checkpoint
 
         t = self.recipe.train
@@ -251,7 +251,7 @@ class RecipeRun:
         return results
 
     def stage_generate(self) -> dict[str, Any]:
-        from flm.train.checkpoint.store import latest_checkpoint
+        from flm.train.checkpoint import latest_checkpoint
         from flm.train.tools.generate import generate
 
         ckpt = latest_checkpoint(self.runs / self.recipe.train.grow_to / "checkpoints")

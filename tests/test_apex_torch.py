@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flm.train.engine.multi_tensor import (
+from flm.train.model.apex_kernels import (
     install_multi_tensor_ops,
     multi_tensor_applier,
     multi_tensor_l2norm,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from flm.train.checkpoint import store as ckpt
+from flm.train import checkpoint as ckpt
 from flm.train.config import OptimConfig
 from flm.train.trainer.lr_schedule import LRSchedule
 from flm.train.trainer.metrics import read_metrics, truncate_jsonl
@@ -28,7 +28,7 @@ def make_state(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 def save(root, step, model, opt, keep_last=0):
     return ckpt.save_checkpoint(root, step, model=model, optimizer=opt, fmt="torch",
                                 state={"step": step, "data": {"consumed_samples": step * 4, "seed": 1}},
-                                meta={"stage": "unit", "growth_history": []}, keep_last=keep_last)
+                                meta=ckpt.CheckpointMeta(step=step, format="torch", stage="unit"), keep_last=keep_last)
 
 
 def test_round_trip_restores_model_optimizer_and_rng(tmp_path) -> None:
@@ -40,7 +40,7 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path) -> None:
     expected_draws = (random.random(), float(np.random.rand()), float(torch.rand(())))
     assert path == tmp_path / "step-3"
     meta = ckpt.read_meta(path)
-    assert meta["step"] == 3 and meta["format"] == "torch" and meta["stage"] == "unit"
+    assert meta.step == 3 and meta.format == "torch" and meta.stage == "unit"
 
     other, other_opt = make_state(1)
     assert not torch.equal(other[0].weight, model[0].weight)
@@ -52,7 +52,7 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path) -> None:
     assert loaded["state"]["data"]["consumed_samples"] == 12
     ckpt.set_rng_state(loaded["rng"])
     assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected_draws
-    names = torch.load(path / "optimizer.pt", weights_only=False)["param_names"]
+    names = torch.load(path / "optimizer.pt", weights_only=True)["param_names"]
     assert names == [["0.weight", "0.bias", "2.weight", "2.bias"]]
 
 

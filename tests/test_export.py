@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from flm.cli.main import app
 from flm.config import config_to_dict
-from flm.train.checkpoint.store import CheckpointError, save_checkpoint
+from flm.train.checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
 from flm.train.config import ModelConfig, MupConfig, StageConfig
 from flm.train.distributed.parallel import destroy_parallel, init_parallel
 from flm.train.export.convert import ExportError
@@ -66,8 +66,9 @@ def save(cfg: ModelConfig, root: Path, step: int = 5, **meta: object) -> tuple[P
     model = trained_like(cfg)
     stage = StageConfig(name="test", model=cfg)
     path = save_checkpoint(root, step, model=model, optimizer=torch.optim.AdamW(model.parameters()), fmt="torch",
-                           state={"step": step}, meta={"stage": "test", "stage_config": config_to_dict(stage),
-                                                       "growth_history": [], **meta})
+                           state={"step": step},
+                           meta=CheckpointMeta(step=step, format="torch", stage="test",
+                                               stage_config=config_to_dict(stage), **meta))
     return path, model
 
 
@@ -254,8 +255,8 @@ def test_clear_errors(tmp_path: Path) -> None:
 def test_grown_checkpoint_exports_once_its_masks_are_at_one(tmp_path: Path) -> None:
     """`flm grow` output is refused while its masks ramp; past the ramp it exports the grown model's function."""
     from flm.config import find_config, load_config
-    from flm.train.checkpoint.store import load_checkpoint
-    from flm.train.engine.engines import CpuEngine
+    from flm.train.checkpoint import load_checkpoint
+    from flm.train.engine import CpuEngine
     from flm.train.growth import resume_ramp
     from flm.train.growth.grow_checkpoint import grow_checkpoint
 
@@ -264,8 +265,9 @@ def test_grown_checkpoint_exports_once_its_masks_are_at_one(tmp_path: Path) -> N
     engine.module(ids(), None, labels=ids(seed=1)).mean().backward()
     engine.optimizer.step()
     path = save_checkpoint(tmp_path / "run", 4, model=engine.module, optimizer=engine.optimizer, fmt="torch",
-                           state={"step": 4}, meta={"stage": "tiny", "stage_config": config_to_dict(stage),
-                                                    "growth_history": []})
+                           state={"step": 4},
+                           meta=CheckpointMeta(step=4, format="torch", stage="tiny",
+                                               stage_config=config_to_dict(stage)))
     grown = tmp_path / "grown"
     grow_checkpoint(path, load_config(StageConfig, find_config("tiny-grown", "stages")), grown, ramp_steps=2)
     with pytest.raises(ExportError, match="still ramping its masks until step 6"):

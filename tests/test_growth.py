@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from flm.cli.main import app
 from flm.config import config_to_dict, find_config, load_config
-from flm.train.checkpoint.store import list_checkpoints, load_checkpoint, read_meta, save_checkpoint
+from flm.train.checkpoint import CheckpointMeta, list_checkpoints, load_checkpoint, read_meta, save_checkpoint
 from flm.train.config import ModelConfig, MupConfig, OptimConfig, StageConfig
 from flm.train.distributed.parallel import destroy_parallel, init_parallel
-from flm.train.engine.engines import CpuEngine
+from flm.train.engine import CpuEngine
 from flm.train.growth import (
     GrowthError,
     GrowthMasks,
@@ -246,8 +246,8 @@ def test_dry_run_between_flm_stages_allocates_nothing(monkeypatch: pytest.Monkey
 
 def save_engine(root: Path, step: int, engine, stage: StageConfig, history: list[dict]) -> Path:  # noqa: ANN001
 
-    meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": history,
-            "tokens_seen": step * 8 * 24}
+    meta = CheckpointMeta(step=step, format="torch", stage=stage.name, stage_config=config_to_dict(stage),
+                          growth_history=history, tokens_seen=step * 8 * 24)
     return save_checkpoint(root, step, model=engine.module, optimizer=engine.optimizer, fmt="torch",
                            state={"step": step, "data": {"consumed_samples": step * 8}}, meta=meta)
 
@@ -256,11 +256,11 @@ def resumed_engine(path: Path, steps: int, seed: int):  # noqa: ANN201 - (CpuEng
     """Load a checkpoint into its stage's engine (masks of a ramping growth included) and train on."""
 
     meta = read_meta(path)
-    stage = load_config(StageConfig, meta["stage_config"])
+    stage = load_config(StageConfig, meta.stage_config)
     engine = CpuEngine(stage, VOCAB)
     loaded = load_checkpoint(path, model=engine.module, optimizer=engine.optimizer)
     start = loaded["state"]["step"]
-    ramp = resume_ramp(engine.module, meta["growth_history"], start)
+    ramp = resume_ramp(engine.module, meta.growth_history, start)
     train_steps(engine.module, engine.optimizer, pattern_batches(steps, seed=seed), ramp=ramp, start=start)
     return engine, stage, ramp
 
@@ -287,21 +287,21 @@ def test_flm_grow_writes_a_checkpoint_of_the_target_stage(tmp_path: Path) -> Non
     record = json.loads(result.stdout)
     assert record["to_stage"] == "tiny-grown" and record["step"] == 4 and record["ramp_steps"] == 3
     meta = read_meta(out)
-    assert meta["stage"] == "tiny-grown" and meta["growth_history"][-1]["from_stage"] == "tiny"
-    assert meta["param_shapes"]["decoder.layers.3.mlp.linear_fc2.weight"] == [128, 512]
-    stage = load_config(StageConfig, meta["stage_config"])
+    assert meta.stage == "tiny-grown" and meta.growth_history[-1]["from_stage"] == "tiny"
+    assert meta.param_shapes["decoder.layers.3.mlp.linear_fc2.weight"] == [128, 512]
+    stage = load_config(StageConfig, meta.stage_config)
     assert (stage.model.layers, stage.model.hidden, stage.model.vocab_size) == (4, 128, VOCAB)
 
     # The grown checkpoint loads into the target stage's engine (optimizer included) and, with the
     # masks the record describes, computes the source's function.
     engine = CpuEngine(stage, VOCAB)
     loaded = load_checkpoint(out, model=engine.module, optimizer=engine.optimizer)
-    ramp = resume_ramp(engine.module, loaded["meta"]["growth_history"], loaded["state"]["step"])
+    ramp = resume_ramp(engine.module, loaded["meta"].growth_history, loaded["state"]["step"])
     assert ramp is not None and ramp.masks.alpha == 0.0
     x = ids(seed=11)
     with torch.no_grad():
         assert (engine.module.eval()(x, None) - src(x, None)).abs().max().item() < 1e-5
-    assert resume_ramp(engine.module, loaded["meta"]["growth_history"], 7) is None  # ramp over by step 7
+    assert resume_ramp(engine.module, loaded["meta"].growth_history, 7) is None  # ramp over by step 7
 
     again = runner.invoke(app, ["grow", "--checkpoint", str(out), "--to", "tiny-grown", "--set", "model.layers=6",
                                 "--out", str(tmp_path / "again")])
@@ -310,12 +310,12 @@ def test_flm_grow_writes_a_checkpoint_of_the_target_stage(tmp_path: Path) -> Non
     # Resume the grown checkpoint, train through the ramp (steps 4..7; folded at 7), save, grow again.
     engine, stage, ramp = resumed_engine(out, 4, seed=10)
     assert ramp is not None and not ramp.active
-    trained = save_engine(tmp_path / "run2", 8, engine, stage, loaded["meta"]["growth_history"])
+    trained = save_engine(tmp_path / "run2", 8, engine, stage, loaded["meta"].growth_history)
     twice = tmp_path / "twice"
     result = runner.invoke(app, ["grow", "--checkpoint", str(trained), "--to", "tiny-grown",
                                  "--set", "model.layers=6", "--set", "model.ffn_hidden=640", "--out", str(twice)])
     assert result.exit_code == 0, result.output
-    history = read_meta(twice)["growth_history"]
+    history = read_meta(twice).growth_history
     assert [(r["from_stage"], r["step"], r["operators"]) for r in history] == [
         ("tiny", 4, ["depth", "hidden", "heads", "kv_heads", "ffn"]), ("tiny-grown", 8, ["depth", "ffn"])]
     regrown, _, _ = resumed_engine(twice, 0, seed=0)
@@ -360,9 +360,11 @@ def test_scheduled_growth_in_a_training_loop() -> None:
     assert lrs[4] == pytest.approx(stage.optim.lr / stage.optim.warmup_steps)  # the new stage warms up again
     assert ramp is not None and not ramp.active and due_growth(stage, 10 * tokens_per_step) is None
     assert all(math.isfinite(v) for v in losses) and np.mean(losses[-2:]) < losses[0]
-    meta = {"stage": stage.name, "stage_config": config_to_dict(stage), "growth_history": history}
+    meta = CheckpointMeta(step=8, format="torch", stage=stage.name, stage_config=config_to_dict(stage),
+                          growth_history=history)
     tiny = load_config(StageConfig, find_config("tiny", "stages"))
-    assert resume_stage(tiny, meta).model.hidden == 128 and resume_stage(tiny, {"stage": "tiny"}) is tiny
+    assert resume_stage(tiny, meta).model.hidden == 128
+    assert resume_stage(tiny, CheckpointMeta(step=8, format="torch", stage="tiny")) is tiny
 
 
 def test_impossible_scheduled_growth_fails_before_training() -> None:
@@ -438,6 +440,6 @@ def test_flm_train_grows_in_place_and_resumes_exactly(counting_mixture: Path, tm
     grown = run(tmp_path / "grown", 10, *schedule)
     assert abs(grown[5] - plain[5]) <= 0.01 * plain[5]
     meta = read_meta(list_checkpoints(tmp_path / "grown" / "checkpoints")[-1][1])
-    assert meta["stage"] == "tiny-grown" and [r["step"] for r in meta["growth_history"]] == [4]
+    assert meta.stage == "tiny-grown" and [r["step"] for r in meta.growth_history] == [4]
     run(tmp_path / "split", 6, *schedule)  # stops mid-ramp (growth at step 4, masks at 2/3)
     assert run(tmp_path / "split", 10, *schedule) == grown

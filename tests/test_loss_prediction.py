@@ -47,7 +47,7 @@ def write_run(root: Path, hidden: int, *, noise: float = 0.002, steps: int = 100
     if checkpoint:
         ckpt = run / "checkpoints" / f"step-{steps}"
         ckpt.mkdir(parents=True)
-        (ckpt / "meta.json").write_text(json.dumps({"step": steps, "format": "torch",
+        (ckpt / "meta.json").write_text(json.dumps({"step": steps, "format": "torch", "stage": cfg.name,
                                                     "stage_config": config_to_dict(cfg)}))
     return run
 

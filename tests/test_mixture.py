@@ -20,6 +20,7 @@ from flm.config import ConfigError, config_to_dict, load_config
 from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch
 from flm.train.data import Blend, Mixture
 from flm.train.data.config import MixtureConfig
+from flm.train.data.report import mixture_report
 
 EOS = 0
 SEQ = 64
@@ -105,7 +106,7 @@ def test_blend_is_exact_over_every_window() -> None:
 
 def test_shares_and_report(data: dict) -> None:
     mixture = Mixture(config(data))
-    report = mixture.report(50_000)
+    report = mixture_report(mixture, 50_000)
     pile, wudao = report["sources"]["pile"], report["sources"]["wudao"]
     assert pile["weight"] == pytest.approx(0.7) and wudao["weight"] == pytest.approx(0.3)
     for source in (pile, wudao):
@@ -158,7 +159,7 @@ def test_resume_mid_epoch_across_epochs_and_dp_sizes(data: dict) -> None:
     expected = [next(iterator)["tokens"] for _ in range(40)]
     # A wudao epoch is about 190 documents x 95 tokens, ~280 of its samples: the 40 steps cross one.
     wudao = mixture.sources[1].parts[0].train
-    start, end = (mixture.report(n)["sources"]["wudao"]["samples"] * SEQ // wudao.tokens_per_epoch
+    start, end = (mixture_report(mixture, n)["sources"]["wudao"]["samples"] * SEQ // wudao.tokens_per_epoch
                   for n in (state["consumed_samples"], state["consumed_samples"] + 40 * 16))
     assert end > start, "the resumed window must cross an epoch boundary"
     fresh = Mixture(config(data)).train_loader(8, dp_rank=1, dp_size=2, consumed_samples=state["consumed_samples"])

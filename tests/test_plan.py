@@ -6,7 +6,8 @@ import pytest
 
 from flm.config import find_config, load_config
 from flm.train.config import StageConfig
-from flm.train.model.size import dry_run, flops_per_token, param_count
+from flm.train.model.size import flops_per_token, param_count
+from flm.train.tools.dry_run import dry_run
 
 PAPER = {"16b": (16e9, (2, 1, 96)), "51b": (51e9, (4, 2, 24)), "101b": (101e9, (4, 4, 12))}
 

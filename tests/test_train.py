@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 from flm.cli.main import app
 from flm.config import find_config, load_config
 from flm.pipelines.token_shards import Manifest, documents_to_batch, write_shard
-from flm.train.checkpoint.store import list_checkpoints, read_meta
+from flm.train.checkpoint import list_checkpoints, read_meta
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig
 from flm.train.trainer import loop as train_mod
 from flm.train.trainer.evaluate import evaluate_checkpoint
-from flm.train.trainer.loop import Trainer, TrainingDiverged
+from flm.train.trainer.loop import TrainingDiverged
 from flm.train.trainer.metrics import read_metrics
 
 EOS = 256
@@ -88,9 +88,9 @@ def test_tiny_stage_learns(mixture_dict: dict, tmp_path: Path) -> None:
     assert record["tokens_per_s"] > 0 and record["tflops_per_gpu"] > 0
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     meta = read_meta(Path(result.checkpoint))
-    assert meta["stage"] == "tiny" and meta["step"] == 60 and meta["tokens_seen"] == 60 * 16 * 128
-    assert meta["stage_config"]["model"]["vocab_size"] == EOS + 1  # from the shards' manifest
-    assert meta["stage_config"]["model"]["seq_len"] == 128
+    assert meta.stage == "tiny" and meta.step == 60 and meta.tokens_seen == 60 * 16 * 128
+    assert meta.stage_config["model"]["vocab_size"] == EOS + 1  # from the shards' manifest
+    assert meta.stage_config["model"]["seq_len"] == 128
 
 
 def test_resume_after_signal_and_after_crash_is_bit_exact(mixture: MixtureConfig, tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(mixture: MixtureConfig
 
     cfg = stage(*FAST, "train.max_bad_steps=3")
     with pytest.raises(TrainingDiverged, match="3 consecutive steps had a NaN/inf loss or gradient"):
-        Trainer(cfg, mixture, tmp_path, steps=20, on_step=snapshot).run()
+        train_mod.train(cfg, mixture, tmp_path, steps=20, on_step=snapshot)
     records = {r["step"]: r for r in read_metrics(tmp_path / "metrics.jsonl")}
     assert [s for s, r in records.items() if r["skipped"]] == [2, 4, 6, 7, 8]
     assert math.isfinite(records[2]["loss"]) and records[2]["grad_norm"] is None  # NaN is logged as null
@@ -165,7 +165,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(mixture: MixtureConfig
         assert all(torch.equal(a, b) for a, b in zip(snapshots[step - 1], snapshots[step], strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(snapshots[2], snapshots[3], strict=True))
     last = read_meta(tmp_path / "checkpoints" / "step-8")
-    assert last["step"] == 8
+    assert last.step == 8
     weights = torch.load(tmp_path / "checkpoints" / "step-8" / "model.pt", weights_only=True)
     assert all(torch.isfinite(w).all() for w in weights.values() if isinstance(w, torch.Tensor))
 
@@ -188,7 +188,7 @@ def test_cli_train_eval_and_rerun(mixture_dict: dict, tmp_path: Path) -> None:
     assert evaluated.exit_code == 0, evaluated.output
     val = json.loads(evaluated.stdout)
     assert val["step"] == 4 and val["val_loss"] == pytest.approx(trained["val_loss"], rel=1e-6)
-    assert read_meta(Path(trained["checkpoint"]))["stage_config"]["model"]["seq_len"] == 32  # the mixture's
+    assert read_meta(Path(trained["checkpoint"])).stage_config["model"]["seq_len"] == 32  # the mixture's
     full = evaluate_checkpoint(Path(trained["checkpoint"]), micro_batch=64)  # the whole held-out split
     assert full.tokens > val["tokens"] and math.isfinite(full.val_loss)
     rerun = runner.invoke(app, args(6))  # the same command with a higher target continues the run
@@ -236,16 +236,15 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's answer")
 def test_device_choice() -> None:
     """train.device=cuda without a GPU is a clear error; cpu and auto both take the CPU path here."""
-    from flm.train.distributed.parallel import on_gpu
-    from flm.train.distributed.runtime import distributed
+    from flm.train.distributed.parallel import distributed
 
     stage = load_config(StageConfig, find_config("tiny", "stages"), ["train.device=cuda"])
     with pytest.raises(ValueError, match="no CUDA GPU is visible"), distributed(stage, seed=0):
         pass
     for device in ("cpu", "auto"):
         stage.train.device = device
-        with distributed(stage, seed=0):
-            assert not on_gpu()
+        with distributed(stage, seed=0) as parallel:
+            assert not parallel.cuda and parallel.device_name == "cpu"
     bad = CliRunner().invoke(app, ["config", "show", "tiny", "--set", "train.device=tpu"])
     assert bad.exit_code != 0 and "train.device" in bad.output
 
@@ -264,7 +263,7 @@ def test_scheduled_growth_in_the_loop_and_resume_across_it(mixture: MixtureConfi
     assert records[4]["lr"] < records[3]["lr"]  # warmup restarts with the new stage
     assert abs(records[4]["loss"] - records[3]["loss"]) < 0.05 * records[3]["loss"]  # the function was preserved
     meta = read_meta(Path(straight.checkpoint))
-    assert meta["stage"] == "tiny-grown" and meta["stage_config"]["model"]["hidden"] == 128
+    assert meta.stage == "tiny-grown" and meta.stage_config["model"]["hidden"] == 128
 
     def stop_at_6(record: dict) -> None:  # mid-ramp (masks still below 1 until step 7)
         if record["step"] == 6:

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from flm.config import config_to_dict, load_config
 
 DEFAULT_SEQ_LEN = 2048
 """FLM-101B's context length."""
@@ -84,3 +87,16 @@ class MixtureConfig:
         """Normalised source weights, by name."""
         total = sum(s.weight for s in self.sources)
         return {s.name: s.weight / total for s in self.sources}
+
+
+def mixture_record(mixture_cfg: MixtureConfig) -> dict[str, Any]:
+    """The resolved mixture config with absolute source paths, so a checkpoint can find its data again."""
+    record = config_to_dict(mixture_cfg)
+    for source in record["sources"]:
+        source["path"] = str(Path(source["path"]).resolve())
+    return record
+
+
+def mixture_from_record(record: dict[str, Any]) -> MixtureConfig:
+    """The mixture a checkpoint recorded (see mixture_record)."""
+    return load_config(MixtureConfig, record)

@@ -20,15 +20,10 @@ from flm.pipelines.token_shards import TokenShardError, TokenShards
 from flm.train.data.config import DEFAULT_SEQ_LEN, MixtureConfig, SourceConfig
 from flm.train.data.index import VALID_SALT, SourceIndex, index_dir, load_index
 from flm.train.data.loader import EvalLoader, MixtureDataset, TrainLoader
-from flm.train.data.report import mixture_report
 from flm.train.data.samples import Samples, ShardSet
 from flm.train.data.stream import Stream
 
 log = logging.getLogger(__name__)
-
-
-WINDOW = 10_000
-"""Window over which mix-report measures the worst deviation of a source's share from its weight."""
 
 
 def _crc(text: str) -> int:
@@ -186,6 +181,7 @@ class Mixture:
     def num_valid_samples(self) -> int:
         return 0 if self.valid_samples is None else int(self.valid_samples.length or 0)
 
-    def report(self, num_samples: int, window: int = WINDOW) -> dict:
-        """What the first num_samples training samples deliver, per source and per subset."""
-        return mixture_report(self, num_samples, window)
+
+def open_mixture(mixture_cfg: MixtureConfig, default_seq_len: int | None = None) -> Mixture:
+    """The mixture's loader; its sequence length is the mixture's, else `default_seq_len` (the stage's)."""
+    return Mixture(mixture_cfg, seq_len=default_seq_len if mixture_cfg.seq_len is None else None)

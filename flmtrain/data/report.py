@@ -4,17 +4,17 @@ subset, and the worst share deviation over any window, computed from the same ro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from flm.config import ConfigError
 from flm.train.data.blend import Blend
-
-if TYPE_CHECKING:
-    from flm.train.data.mixture import Mixture
+from flm.train.data.mixture import Mixture
 
 CHUNK = 1 << 20
+WINDOW = 10_000
+"""Window over which mix-report measures the worst deviation of a source's share from its weight."""
 
 
 def window_errors(blend: Blend, num_samples: int, window: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def _delivered(stream: Any, codes: np.ndarray, num_codes: int, count: int, block
     return done + np.rint((through - done) * rest / block).astype(np.int64)
 
 
-def mixture_report(mixture: Mixture, num_samples: int, window: int) -> dict:
+def mixture_report(mixture: Mixture, num_samples: int, window: int = WINDOW) -> dict:
     if num_samples <= 0:
         raise ConfigError(f"num_samples must be positive, got {num_samples}")
     seq_len = mixture.seq_len

@@ -20,10 +20,9 @@ from typing import Any, Literal
 
 import torch
 
-from flm.config import load_config
 from flm.config.progress import Progress
-from flm.train.checkpoint.store import META_NAME, CheckpointError, read_meta
-from flm.train.config import ModelConfig, StageConfig
+from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta
+from flm.train.config import ModelConfig
 from flm.train.export.convert import (
     ExportError,
     flm_config,
@@ -69,8 +68,8 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
 
     weights = _load_weights(checkpoint, cfg)
     # provenance in config.json; no local paths, since exports get shared
-    source = {"stage": meta.get("stage"), "step": meta.get("step"), "tokens_seen": meta.get("tokens_seen"),
-              "growths": len(meta.get("growth_history", []))}
+    source = {"stage": meta.stage, "step": meta.step, "tokens_seen": meta.tokens_seen,
+              "growths": len(meta.growth_history)}
     special = tok["meta"] if tok is not None else None
     folded: list[str] = []
     if fmt == "llama":
@@ -103,15 +102,15 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
         raise
     return {"checkpoint": str(checkpoint), "out": str(out), "format": fmt, "dtype": dtype,
             "architecture": config["architectures"][0], "params": sum(t.numel() for t in tensors.values()),
-            "files": sorted(files), "stage": meta.get("stage"), "step": meta.get("step"),
+            "files": sorted(files), "stage": meta.stage, "step": meta.step,
             "vocab_size": cfg.vocab_size, "padded_vocab_size": cfg.padded_vocab_size,
             "tokenizer": tok and str(tok["dir"]), "tokenizer_note": tokenizer_note, "folded": folded,
             "trust_remote_code": fmt == "flm"}
 
 
-def _model_config(checkpoint: Path, meta: dict[str, Any]) -> ModelConfig:
+def _model_config(checkpoint: Path, meta: CheckpointMeta) -> ModelConfig:
     """The checkpoint's model config, once it is known to be a complete, readable, exportable checkpoint."""
-    fmt = meta.get("format")
+    fmt = meta.format
     if fmt == "megatron":
         raise ExportError(f"{checkpoint}: a GPU-path checkpoint (format 'megatron', megatron-core "
                           "dist_checkpointing shards). Those are read only by megatron's distributed loader on GPUs "
@@ -119,15 +118,15 @@ def _model_config(checkpoint: Path, meta: dict[str, Any]) -> ModelConfig:
                           "writes (train with --set train.device=cpu)")
     if fmt != "torch":
         raise ExportError(f"{checkpoint / META_NAME}: unknown checkpoint format {fmt!r}; flm export reads 'torch'")
-    if "stage_config" not in meta:
+    if not meta.stage_config:
         raise ExportError(f"{checkpoint / META_NAME}: no stage_config; cannot tell the model's architecture")
-    step = int(meta.get("step", 0))
-    record = ramping(list(meta.get("growth_history", [])), step)
+    step = meta.step
+    record = ramping(list(meta.growth_history), step)
     if record is not None:
         raise ExportError(f"{checkpoint}: the growth at step {record['step']} is still ramping its masks until step "
                           f"{record['step'] + record['ramp_steps']} (this checkpoint is step {step}), so the model "
                           "does not have its final function yet; export a checkpoint saved after the ramp")
-    stage = load_config(StageConfig, meta["stage_config"])
+    stage = meta.load_stage()
     stage.model.validate()
     return stage.model
 
@@ -183,17 +182,15 @@ def _save_tensors(tensors: dict[str, torch.Tensor], directory: Path, dtype: torc
     return names
 
 
-def _find_tokenizer(meta: dict[str, Any], cfg: ModelConfig,
+def _find_tokenizer(meta: CheckpointMeta, cfg: ModelConfig,
                     given: Path | None) -> tuple[dict[str, Any] | None, str]:
     """({dir, meta, token names}, note): the tokenizer to ship. A given one that does not fit is an error;
     the run's own one that cannot be used is left out, and the note says why."""
     from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 
     if given is None:
-        from flm.train.tools.generate import tokenizer_dir_of
-
         try:
-            directory = tokenizer_dir_of(meta)
+            directory = meta.tokenizer_dir()
         except (CheckpointError, OSError) as err:
             return None, f"exported without a tokenizer: {err}"
     else:
@@ -211,13 +208,13 @@ def _find_tokenizer(meta: dict[str, Any], cfg: ModelConfig,
     return None, f"exported without a tokenizer: the run's tokenizer {directory} cannot be used: {problem}"
 
 
-def _tokenizer_problem(directory: Path, tmeta: Any, meta: dict[str, Any], cfg: ModelConfig) -> str | None:
+def _tokenizer_problem(directory: Path, tmeta: Any, meta: CheckpointMeta, cfg: ModelConfig) -> str | None:
     if tmeta.backend != "hf":
         return (f"{directory}: a {tmeta.backend} tokenizer; only the byte-level BPE (hf backend, tokenizer.json) "
                 "exports to transformers")
     if not (directory / tmeta.model_file).is_file():
         return f"{directory}: no {tmeta.model_file}"
-    run_hash = meta.get("tokenizer_hash")
+    run_hash = meta.tokenizer_hash
     if run_hash and run_hash != tmeta.content_hash:
         return (f"{directory}: tokenizer hash {tmeta.content_hash[:12]} differs from the one the checkpoint was "
                 f"trained with ({run_hash[:12]}, meta.json's tokenizer_hash)")

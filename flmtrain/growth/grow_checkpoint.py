@@ -1,6 +1,6 @@
 """`flm grow` on a saved checkpoint: a new checkpoint of the target stage's shape, same function.
 
-Reads a torch-format checkpoint (flm.train.checkpoint.store's CPU layout), builds the target stage's model
+Reads a torch-format checkpoint (flm.train.checkpoint.torch_format, the CPU engine's), builds the target stage's model
 and optimizer exactly as training builds them (so `flm train --stage TARGET --resume OUT` loads it
 as is), grows weights and Adam moments into them and writes the same layout atomically, with the
 target stage's config and a growth_history record in meta.json. The masks are not weights: the
@@ -10,17 +10,23 @@ record says where they stand, and training (or evaluation) reinstalls them from 
 from __future__ import annotations
 
 import copy
-import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from flm.config import config_to_dict, load_config
+from flm.config import config_to_dict
 from flm.config.progress import Progress
-from flm.train.checkpoint.store import META_NAME, STATE_NAME, optimizer_param_names, read_meta, read_state
+from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state
+from flm.train.checkpoint.layout import commit_directory, write_state
+from flm.train.checkpoint.meta import write_meta
+from flm.train.checkpoint.rng import RNG_DIR
+from flm.train.checkpoint.torch_format import load_torch_optimizer, read_torch_weights, save_torch
 from flm.train.config import StageConfig
+from flm.train.distributed.parallel import distributed
+from flm.train.engine import CpuEngine
 from flm.train.growth.grow import grow_from_state
 from flm.train.growth.ramp import ramping
 from flm.train.growth.spec import GrowthError, check_growth
@@ -28,10 +34,10 @@ from flm.train.growth.transfer import named_state_from_saved
 from flm.train.model.size import param_count
 
 
-def source_stage(meta: dict[str, Any], path: Path) -> StageConfig:
-    if "stage_config" not in meta:
+def source_stage(meta: CheckpointMeta, path: Path) -> StageConfig:
+    if not meta.stage_config:
         raise GrowthError(f"{path / META_NAME}: no stage_config; cannot tell the checkpoint's shape")
-    return load_config(StageConfig, meta["stage_config"])
+    return meta.load_stage()
 
 
 def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
@@ -46,19 +52,16 @@ def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
 def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps: int,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Grow checkpoint `src` into `dst_stage`'s shape and write it to `out`; returns the growth record."""
-    from flm.train.distributed.runtime import distributed
-    from flm.train.engine.engines import CpuEngine
-
     src, out = Path(src), Path(out)
     meta = read_meta(src)
-    if meta.get("format") != "torch":
-        raise GrowthError(f"{src}: checkpoint format {meta.get('format')!r}; flm grow reads the torch format that "
+    if meta.format != "torch":
+        raise GrowthError(f"{src}: checkpoint format {meta.format!r}; flm grow reads the torch format that "
                           "the CPU path writes. Growing a GPU (megatron dist_checkpointing) checkpoint is not "
                           "supported yet; for a small stage on a GPU machine, train it with --set train.device=cpu")
     if out.exists():
         raise GrowthError(f"{out} already exists; choose a new --out")
-    step = int(meta["step"])
-    history = list(meta.get("growth_history", []))
+    step = meta.step
+    history = list(meta.growth_history)
     if ramping(history, step) is not None:
         last = history[-1]
         raise GrowthError(f"{src}: the growth at step {last['step']} is still ramping its masks until step "
@@ -69,8 +72,8 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
     _check_memory(param_count(src_stage.model) + param_count(dst_stage.model))
     report = progress or (lambda label, done, total: None)
     report("grow", 0, 3)
-    weights = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
-    saved_opt = torch.load(src / "optimizer.pt", map_location="cpu", weights_only=False)
+    weights = read_torch_weights(src)
+    saved_opt = load_torch_optimizer(src)
     build = copy.deepcopy(dst_stage)
     build.parallel.tp = build.parallel.pp = build.parallel.dp = 1
     build.train.device = "cpu"  # growth runs on the CPU engine, also on a machine with GPUs
@@ -80,12 +83,12 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
         engine = CpuEngine(build, dst_stage.model.vocab_size)
         grown = grow_from_state(weights, named_state_from_saved(saved_opt), src_stage.model, engine.module,
                                 engine.optimizer, dst_stage.model, step=step, ramp_steps=ramp_steps,
-                                tokens_seen=int(meta.get("tokens_seen", 0)), from_stage=src_stage.name,
+                                tokens_seen=meta.tokens_seen, from_stage=src_stage.name,
                                 to_stage=dst_stage.name)
         report("grow", 2, 3)
-        new_meta = {**meta, "stage": dst_stage.name, "stage_config": config_to_dict(dst_stage),
-                    "growth_history": [*history, grown.record],
-                    "param_shapes": {n: list(p.shape) for n, p in engine.module.named_parameters()}}
+        new_meta = replace(meta, stage=dst_stage.name, stage_config=config_to_dict(dst_stage),
+                           growth_history=[*history, grown.record],
+                           param_shapes={n: list(p.shape) for n, p in engine.module.named_parameters()})
         _write(src, out, engine.module, engine.optimizer, new_meta)
     report("grow", 3, 3)
     return grown.record
@@ -105,19 +108,15 @@ def _check_memory(params: int) -> None:
 
 
 def _write(src: Path, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-           meta: dict[str, Any]) -> None:
+           meta: CheckpointMeta) -> None:
     """The torch checkpoint layout, written to a temporary directory and renamed (never half-written)."""
-    import json
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.grow.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save(model.state_dict(), tmp / "model.pt")
-    torch.save({"state_dict": optimizer.state_dict(), "param_names": optimizer_param_names(model, optimizer)},
-               tmp / "optimizer.pt")
-    if (src / "rng").is_dir():
-        shutil.copytree(src / "rng", tmp / "rng")
-    (tmp / STATE_NAME).write_text(json.dumps(read_state(src), indent=2) + "\n", encoding="utf-8")
-    (tmp / META_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    save_torch(tmp, model, optimizer)
+    if (src / RNG_DIR).is_dir():
+        shutil.copytree(src / RNG_DIR, tmp / RNG_DIR)
+    write_state(tmp, read_state(src))
+    write_meta(tmp, meta)
+    commit_directory(tmp, out)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from flm.config import find_config, load_config
+from flm.train.checkpoint import CheckpointMeta
 from flm.train.config import GrowthStepConfig, StageConfig
 from flm.train.growth.grow import Grown, grow_model_and_optimizer
 from flm.train.growth.ramp import stage_start_step
@@ -47,10 +48,10 @@ def check_schedule(stage: StageConfig) -> None:
         stage = target
 
 
-def resume_stage(stage: StageConfig, meta: dict[str, Any]) -> StageConfig:
+def resume_stage(stage: StageConfig, meta: CheckpointMeta) -> StageConfig:
     """The stage a run resumes in: the checkpoint's own when the run grew into another stage."""
-    if meta.get("growth_history") and meta.get("stage") != stage.name and "stage_config" in meta:
-        grown = load_config(StageConfig, meta["stage_config"])
+    if meta.growth_history and meta.stage != stage.name and meta.stage_config:
+        grown = meta.load_stage()
         grown.train.steps = stage.train.steps
         return grown
     return stage

@@ -42,8 +42,8 @@ from megatron.core.utils import init_method_normal, scaled_init_method_normal
 
 from flm.config import ConfigError
 from flm.train.config import ModelConfig
-from flm.train.distributed.parallel import on_gpu, seed_everything
-from flm.train.engine.multi_tensor import wgrad_fusion_available
+from flm.train.distributed.parallel import seed_everything
+from flm.train.model.apex_kernels import wgrad_fusion_available
 from flm.train.model.attention import FLMCoreAttention
 from flm.train.model.fused_loss import linear_cross_entropy_sum
 from flm.train.model.mup import width_mult
@@ -92,12 +92,13 @@ class Norm:
         return norm
 
 
-def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dtype: torch.dtype = torch.float32,
+def transformer_config(cfg: ModelConfig, *, cuda: bool, tp: int = 1, pp: int = 1,
+                       params_dtype: torch.dtype = torch.float32,
                        sequence_parallel: bool = False) -> TransformerConfig:
     """megatron-core's TransformerConfig for `cfg`, with the μP init; of megatron's fusions its compiled
     SwiGLU (cfg.kernels.compile) and weight-gradient accumulation (cfg.kernels.fuse_wgrad), on GPU."""
     hidden_std = cfg.init_std / math.sqrt(width_mult(cfg)) if cfg.mup.enabled else cfg.init_std
-    compiled = _compiled(cfg)
+    compiled = _compiled(cfg, cuda)
     return TransformerConfig(
         num_layers=cfg.layers,
         hidden_size=cfg.hidden,
@@ -119,7 +120,7 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
         embedding_init_method_std=cfg.init_std,
         params_dtype=params_dtype,
         pipeline_dtype=params_dtype,
-        use_cpu_initialization=not on_gpu(),
+        use_cpu_initialization=not cuda,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         sequence_parallel=sequence_parallel,
@@ -135,14 +136,14 @@ def transformer_config(cfg: ModelConfig, *, tp: int = 1, pp: int = 1, params_dty
     )
 
 
-def _compiled(cfg: ModelConfig) -> bool:
+def _compiled(cfg: ModelConfig, cuda: bool) -> bool:
     """Whether the model's elementwise pieces run compiled: asked for and on a GPU."""
-    return cfg.kernels.compile and on_gpu()
+    return cfg.kernels.compile and cuda
 
 
-def layer_spec(cfg: ModelConfig) -> ModuleSpec:
+def layer_spec(cfg: ModelConfig, cuda: bool) -> ModuleSpec:
     """One transformer layer: pre-norm attention with our core attention, pre-norm MLP (local modules)."""
-    compiled = _compiled(cfg)
+    compiled = _compiled(cfg, cuda)
     core_attention = partial(
         FLMCoreAttention, position=cfg.position, rotary_base=cfg.rotary_base, xpos_scale_base=cfg.xpos_scale_base,
         mup=cfg.mup.enabled, inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, kernel=cfg.kernels.attention,
@@ -218,14 +219,17 @@ class FLMModel(GPTModel):
 
 
 def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype: torch.dtype = torch.float32,
-                sequence_parallel: bool = False, seed: int | None = None) -> FLMModel:
-    """The model for this process's tensor/pipeline rank; `seed` (if given) reseeds torch first.
+                device: torch.device | str = "cpu", sequence_parallel: bool = False,
+                seed: int | None = None) -> FLMModel:
+    """The model for this process's tensor/pipeline rank, initialised on `device` (a CUDA device: megatron's
+    GPU initialisation and, if the config asks, compiled kernels); `seed` (if given) reseeds torch first.
 
     `sequence_parallel` (the stage's parallel.sequence_parallel) splits norms and dropout along the
     sequence over the tensor-parallel group; it has no effect at tp=1.
     """
     if not parallel_state.model_parallel_is_initialized():
         raise RuntimeError("megatron parallel state is not initialised: call init_parallel() first")
+    cuda = torch.device(device).type == "cuda"
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     if cfg.layers % pp:
@@ -233,12 +237,12 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     if vocab_size is not None:
         cfg = replace(cfg, vocab_size=vocab_size)
     if seed is not None:
-        seed_everything(seed)
-    config = transformer_config(cfg, tp=tp, pp=pp, params_dtype=params_dtype,
+        seed_everything(seed, cuda=cuda)
+    config = transformer_config(cfg, cuda=cuda, tp=tp, pp=pp, params_dtype=params_dtype,
                                 sequence_parallel=sequence_parallel and tp > 1)
     spec = ModuleSpec(module=TransformerBlock, submodules=TransformerBlockSubmodules(
-        layer_specs=[layer_spec(cfg)] * (cfg.layers // pp),
-        layer_norm=ModuleSpec(module=Norm, params={"compiled": _compiled(cfg)})))
+        layer_specs=[layer_spec(cfg, cuda)] * (cfg.layers // pp),
+        layer_norm=ModuleSpec(module=Norm, params={"compiled": _compiled(cfg, cuda)})))
     mup = cfg.mup
     return FLMModel(
         config=config,
@@ -253,5 +257,5 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
         input_mult=mup.input_mult if mup.enabled else 1.0,
         output_mult=mup.output_mult / width_mult(cfg) if mup.enabled else 1.0,
         fused_loss=cfg.kernels.fused_loss,
-        compiled=_compiled(cfg),
+        compiled=_compiled(cfg, cuda),
     )

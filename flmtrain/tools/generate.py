@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from flm.config import load_config
-from flm.train.checkpoint.store import CheckpointError, load_checkpoint, read_meta
-from flm.train.config import StageConfig
-from flm.train.distributed.runtime import distributed
+from flm.tokenizer.load import load_tokenizer
+from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta
+from flm.train.distributed.parallel import distributed
+from flm.train.growth import resume_ramp
+from flm.train.model.gpt import build_model
 
 
 @dataclass
@@ -24,20 +24,6 @@ class Generation:
     text: str
     """The generated continuation only (the prompt not repeated)."""
     tokens: int
-
-
-def tokenizer_dir_of(meta: dict[str, Any]) -> Path:
-    """The tokenizer that made a checkpoint's training data, from its first source's manifest."""
-    from flm.pipelines.token_shards import Manifest
-
-    sources = meta.get("mixture", {}).get("sources") or []
-    if not sources:
-        raise CheckpointError("the checkpoint records no mixture; pass the tokenizer directory explicitly")
-    manifest = Manifest.load(Path(sources[0]["path"]))
-    directory = manifest.extra.get("tokenizer_dir")
-    if not directory:
-        raise CheckpointError(f"{sources[0]['path']}: manifest names no tokenizer_dir; pass the tokenizer explicitly")
-    return Path(directory)
 
 
 @torch.no_grad()
@@ -70,23 +56,19 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], *, vocab_size: 
 def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None = None, max_new_tokens: int = 48,
              temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> list[Generation]:
     """Load a checkpoint (grown ones included) and continue each prompt."""
-    from flm.tokenizer.load import load_tokenizer
-    from flm.train.growth import resume_ramp
-    from flm.train.model.gpt import build_model
-
     meta = read_meta(checkpoint)
-    stage = load_config(StageConfig, meta["stage_config"])
-    tokenizer = load_tokenizer(tokenizer_dir or tokenizer_dir_of(meta))
+    stage = meta.load_stage()
+    tokenizer = load_tokenizer(tokenizer_dir or meta.tokenizer_dir())
     if tokenizer.vocab_size > stage.model.vocab_size:
         raise CheckpointError(f"tokenizer vocabulary {tokenizer.vocab_size} exceeds the model's "
                               f"{stage.model.vocab_size}")
     stage.parallel.tp = stage.parallel.pp = 1
     generator = torch.Generator().manual_seed(seed)
     results = []
-    with distributed(stage, seed=seed):
-        model = build_model(stage.model, vocab_size=stage.model.vocab_size)
+    with distributed(stage, seed=seed) as parallel:
+        model = build_model(stage.model, vocab_size=stage.model.vocab_size, device=parallel.device)
         load_checkpoint(checkpoint, model=model)
-        resume_ramp(model, meta.get("growth_history", []), int(meta["step"]))  # masks of a growth still ramping
+        resume_ramp(model, meta.growth_history, meta.step)  # masks of a growth still ramping
         model.eval()
         for prompt in prompts:
             new = sample_tokens(model, tokenizer.encode(prompt), vocab_size=tokenizer.vocab_size,

@@ -21,7 +21,7 @@ import numpy as np
 
 from flm.config import config_to_dict, find_config, load_config
 from flm.config.errors import FlmError
-from flm.train.checkpoint.store import checkpoints_root, latest_checkpoint, read_meta
+from flm.train.checkpoint import checkpoints_root, latest_checkpoint, read_meta
 from flm.train.config import ModelConfig, StageConfig
 from flm.train.model.size import padded_vocab, param_count
 from flm.train.trainer.metrics import METRICS_NAME, read_metrics
@@ -128,11 +128,11 @@ def read_run(run_dir: Path, *, metric: Metric = "loss", count: Count = "non-embe
         raise PredictionError(f"{run_dir}: no checkpoint, so its model size is unknown (train with save_every "
                               "> 0 or to the end)")
     meta = read_meta(checkpoint)
-    if meta.get("growth_history"):
+    if meta.growth_history:
         raise PredictionError(f"{checkpoint}: the model grew during this run; a proxy must keep one size")
-    if "stage_config" not in meta:
+    if not meta.stage_config:
         raise PredictionError(f"{checkpoint}/meta.json: no stage_config; cannot tell the model size")
-    stage = load_config(StageConfig, meta["stage_config"])
+    stage = meta.load_stage()
     records = [r for r in read_metrics(metrics_path)
                if r.get(metric) is not None and not r.get("skipped") and math.isfinite(r[metric])]
     if not records:

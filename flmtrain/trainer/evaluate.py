@@ -9,11 +9,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flm.config import ConfigError, load_config
-from flm.train.checkpoint.store import CheckpointError, load_checkpoint, read_meta
-from flm.train.config import StageConfig
+from flm.config import ConfigError
+from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta
 from flm.train.data.config import MixtureConfig
-from flm.train.distributed.runtime import all_reduce_sum, data_parallel, distributed, mixture_from_record, open_mixture
+from flm.train.data.mixture import open_mixture
+from flm.train.distributed.collectives import all_reduce_sum, data_parallel
+from flm.train.distributed.parallel import distributed
+from flm.train.engine import make_engine
 from flm.train.growth import resume_ramp
 
 CHUNK = 64
@@ -61,21 +63,19 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
     the checkpoint's meta.json. `by_source` also evaluates each source's held-out documents on their own
     (the same documents the blend holds out), e.g. English and Chinese apart; `max_batches` applies to each.
     """
-    from flm.train.engine.engines import make_engine
-
     meta = read_meta(path)
-    stage = load_config(StageConfig, meta["stage_config"])
-    mixture_cfg = mixture_cfg or mixture_from_record(meta["mixture"])
+    stage = meta.load_stage()
+    mixture_cfg = mixture_cfg or meta.load_mixture()
     start = time.perf_counter()
-    with distributed(stage, seed=stage.train.seed):
+    with distributed(stage, seed=stage.train.seed) as parallel:
         mixture = open_mixture(mixture_cfg, stage.model.seq_len)
         if mixture.vocab_size > stage.model.vocab_size:
             raise CheckpointError(f"{path}: the mixture's vocabulary ({mixture.vocab_size}) is larger than the "
                              f"checkpoint's model ({stage.model.vocab_size}); wrong tokenizer?")
         stage.model.seq_len = mixture.seq_len
-        engine = make_engine(stage, stage.model.vocab_size, train=False)
+        engine = make_engine(stage, stage.model.vocab_size, parallel, train=False)
         load_checkpoint(path, model=engine.module)
-        resume_ramp(engine.module, meta.get("growth_history", []), int(meta["step"]))  # masks of a recent growth
+        resume_ramp(engine.module, meta.growth_history, meta.step)  # masks of a recent growth
         micro = micro_batch or stage.train.micro_batch
         loss, tokens = validation_loss(engine, mixture, micro, max_batches)
         sources = {}
@@ -83,5 +83,5 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
             alone = open_mixture(replace(mixture_cfg, sources=[replace(source, weight=1.0)]), stage.model.seq_len)
             source_loss, source_tokens = validation_loss(engine, alone, micro, max_batches)
             sources[source.name] = {"val_loss": source_loss, "tokens": source_tokens}
-    return EvalResult(checkpoint=str(path), step=int(meta["step"]), val_loss=loss, tokens=tokens,
+    return EvalResult(checkpoint=str(path), step=meta.step, val_loss=loss, tokens=tokens,
                       seconds=time.perf_counter() - start, by_source=sources)

@@ -24,8 +24,9 @@ import torch
 from flm.config import ConfigError, config_to_dict
 from flm.config.errors import FlmError
 from flm.config.progress import Progress
-from flm.train.checkpoint.store import (
+from flm.train.checkpoint import (
     CheckpointError,
+    CheckpointMeta,
     checkpoints_root,
     load_checkpoint,
     read_meta,
@@ -34,22 +35,16 @@ from flm.train.checkpoint.store import (
     set_rng_state,
 )
 from flm.train.config import StageConfig
-from flm.train.data.config import MixtureConfig
-from flm.train.distributed.parallel import on_gpu
-from flm.train.distributed.runtime import (
-    all_reduce_sum,
-    data_parallel,
-    distributed,
-    fit_stage,
-    mixture_record,
-    open_mixture,
-    rank,
-    world_size,
-)
-from flm.train.engine.engines import make_engine
+from flm.train.data.config import MixtureConfig, mixture_record
+from flm.train.data.mixture import open_mixture
+from flm.train.distributed.collectives import all_reduce_sum, data_parallel, rank, world_size
+from flm.train.distributed.parallel import ParallelInfo, distributed
+from flm.train.engine import make_engine
 from flm.train.growth.ramp import resume_ramp
 from flm.train.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
+from flm.train.model.size import flops_per_token
 from flm.train.trainer.evaluate import validation_loss
+from flm.train.trainer.fit import fit_stage
 from flm.train.trainer.metrics import MetricsLogger, peak_tflops
 
 log = logging.getLogger(__name__)
@@ -118,28 +113,23 @@ class _StopOnSignal:
 
 
 class Trainer:
-    """Sets up parallelism, data, model and optimizer, resumes, and runs the loop."""
+    """One training run in a live process group: sets up data, model and optimizer, resumes, runs the loop.
+
+    Build it inside `distributed(stage)` and pass what that yields (or call `train`, which does both).
+    """
 
     def __init__(self, stage: StageConfig, mixture_cfg: MixtureConfig, run_dir: Path | str, *,
-                 steps: int | None = None, resume: str = "latest", progress: Progress | None = None,
-                 on_step: OnStep | None = None) -> None:
-        self.stage_cfg = stage
+                 parallel: ParallelInfo, steps: int | None = None, resume: str = "latest",
+                 progress: Progress | None = None, on_step: OnStep | None = None) -> None:
+        self.started = time.perf_counter()
+        self.parallel = parallel
         self.mixture_cfg = mixture_cfg
         self.run_dir = Path(run_dir)
         self.target = steps if steps is not None else stage.train.steps
-        self.resume = resume
         self.progress = progress
         self.on_step = on_step
-        self.engine: Any = None
-
-    def run(self) -> TrainResult:
-        """Train to the target step (all ranks call this); returns the run's summary."""
-        with distributed(self.stage_cfg, seed=self.stage_cfg.train.seed):
-            return self._run()
-
-    def _setup(self) -> None:
-        self.mixture = open_mixture(self.mixture_cfg, self.stage_cfg.model.seq_len)
-        self.stage = fit_stage(self.stage_cfg, self.mixture)
+        self.mixture = open_mixture(mixture_cfg, stage.model.seq_len)
+        self.stage = fit_stage(stage, self.mixture)
         self.stage.train.steps = self.target
         check_schedule(self.stage)  # an impossible scheduled growth fails now, not hours into the run
         self.dp_rank, self.dp_size = data_parallel()
@@ -150,14 +140,14 @@ class Trainer:
         self.data_state: dict[str, Any] | None = None
         self.save_seconds: list[float] = []
         self.load_seconds: float | None = None
-        self.resumed_from = resolve_resume(self.run_dir, self.resume)
+        self.resumed_from = resolve_resume(self.run_dir, resume)
         if self.resumed_from is not None:  # a run that grew resumes in the stage it grew into
             self.stage = resume_stage(self.stage, read_meta(self.resumed_from))
             self.stage.train.steps = self.target
-        self.engine = make_engine(self.stage, self.stage.model.vocab_size)
+        self.engine = make_engine(self.stage, self.stage.model.vocab_size, parallel)
         if self.stage.growth and self.engine.checkpoint_format != "torch":
             raise ConfigError(f"stage {self.stage.name!r} schedules in-place growth, which only the CPU engine "
-                             "supports (--set train.device=cpu); on GPUs it is not supported yet")
+                              "supports (--set train.device=cpu); on GPUs it is not supported yet")
         if self.resumed_from is not None:
             self._load(self.resumed_from)
             self.ramp = resume_ramp(self.engine.module, self.growth_history, self.step)
@@ -168,21 +158,21 @@ class Trainer:
         self.num_micro = micro_batches_per_step(self.stage, self.dp_size)
         self.schedule, self.schedule_offset = stage_schedule(self.stage, self.target, self.growth_history)
         self.tokens_per_step = self.stage.train.global_batch * self.stage.model.seq_len
-        self.flops_per_token = _flops_per_token(self.stage)
+        self.flops_per_token = float(flops_per_token(self.stage.model))
 
     def _load(self, path: Path) -> None:
         started = time.perf_counter()
         loaded = load_checkpoint(path, model=self.engine.module, optimizer=self.engine.optimizer)
         self.load_seconds = time.perf_counter() - started
         meta, state = loaded["meta"], loaded["state"]
-        if meta.get("tokenizer_hash") not in (None, self.mixture.tokenizer_hash):
-            raise CheckpointError(f"{path}: trained on tokenizer {meta['tokenizer_hash'][:12]}, but the mixture's "
+        if meta.tokenizer_hash not in (None, self.mixture.tokenizer_hash):
+            raise CheckpointError(f"{path}: trained on tokenizer {meta.tokenizer_hash[:12]}, but the mixture's "
                              f"shards use {self.mixture.tokenizer_hash[:12]}")
         self.step = state["step"]
         self.data_state = state["data"]
         self.consumed = state["data"]["consumed_samples"]
         self.skipped = state.get("skipped_steps", 0)
-        self.growth_history = meta.get("growth_history", [])
+        self.growth_history = meta.growth_history
         self.rng = loaded["rng"]
         log.info("resumed from %s at step %d (%d samples consumed)", path, self.step, self.consumed)
 
@@ -201,8 +191,9 @@ class Trainer:
         entry = due_growth(self.stage, self.tokens_seen)
         if entry is None:
             return
-        self.engine, self.stage, grown = grow_engine(self.engine, self.stage, entry, step=self.step,
-                                                     tokens_seen=self.tokens_seen, make_engine=make_engine)
+        self.engine, self.stage, grown = grow_engine(
+            self.engine, self.stage, entry, step=self.step, tokens_seen=self.tokens_seen,
+            make_engine=lambda stage, vocab: make_engine(stage, vocab, self.parallel))
         self.stage.train.steps = self.target
         self.growth_history = [*self.growth_history, grown.record]
         self.ramp = grown.ramp
@@ -218,13 +209,14 @@ class Trainer:
         state = {"step": self.step, "skipped_steps": self.skipped, "scheduler": self.schedule.state_dict(),
                  "schedule_offset": self.schedule_offset,
                  "data": {**self.loader.state_dict(), "consumed_samples": self.consumed}}
-        meta = {"stage": self.stage.name, "stage_config": config_to_dict(self.stage),
-                "mixture": mixture_record(self.mixture_cfg), "tokenizer_hash": self.mixture.tokenizer_hash,
-                "tokens_seen": self.tokens_seen, "consumed_samples": self.consumed,
-                "growth_history": self.growth_history, "device": self.device_name,
-                "world": {"tp": self.stage.parallel.tp, "pp": self.stage.parallel.pp, "dp": self.dp_size},
-                "param_shapes": {n: list(p.shape) for n, p in self.engine.module.named_parameters()},
-                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        meta = CheckpointMeta(
+            step=self.step, format=self.engine.checkpoint_format, stage=self.stage.name,
+            stage_config=config_to_dict(self.stage), mixture=mixture_record(self.mixture_cfg),
+            tokenizer_hash=self.mixture.tokenizer_hash, tokens_seen=self.tokens_seen, consumed_samples=self.consumed,
+            growth_history=self.growth_history, device=self.parallel.device_name,
+            world={"tp": self.parallel.tp, "pp": self.parallel.pp, "dp": self.parallel.dp},
+            param_shapes={n: list(p.shape) for n, p in self.engine.module.named_parameters()},
+            saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         started = time.perf_counter()
         path = save_checkpoint(checkpoints_root(self.run_dir), self.step, model=self.engine.module,
                                optimizer=self.engine.optimizer, fmt=self.engine.checkpoint_format,
@@ -232,10 +224,6 @@ class Trainer:
         self.save_seconds.append(time.perf_counter() - started)
         log.info("saved %s in %.1fs", path, self.save_seconds[-1])
         return path
-
-    @property
-    def device_name(self) -> str:
-        return torch.cuda.get_device_name() if on_gpu() else "cpu"
 
     def _train_step(self) -> tuple[float, float, float, bool]:
         """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied)."""
@@ -252,16 +240,16 @@ class Trainer:
             self.engine.step(grad_norm, self.stage.optim.clip_grad)
         return lr, loss, grad_norm, finite
 
-    def _run(self) -> TrainResult:  # noqa: C901 - the loop reads top to bottom on purpose
-        started = time.perf_counter()
-        self._setup()
+    def run(self) -> TrainResult:  # noqa: C901 - the loop reads top to bottom on purpose
+        """Train to the target step (all ranks call this); returns the run's summary."""
+        started = self.started
         start_step = self.step
         if self.step >= self.target:
             return self._result(started, start_step, "already-done", None, None,
                                 str(self.resumed_from) if self.resumed_from else None)
         self._open_loader()
         metrics = MetricsLogger(self.run_dir, enabled=rank() == 0, resume_step=self.step)
-        peak = peak_tflops(self.stage.train.peak_tflops)
+        peak = peak_tflops(self.stage.train.peak_tflops, self.parallel.device_name)
         loss = val_loss = None
         bad_in_a_row = 0
         status = "completed"
@@ -282,7 +270,7 @@ class Trainer:
                         bad_in_a_row += 1
                         log.warning("step %d: non-finite loss %s or grad norm %s; step skipped (%d in a row)",
                                     self.step, loss, grad_norm, bad_in_a_row)
-                    if on_gpu():
+                    if self.parallel.cuda:
                         torch.cuda.synchronize()
                     seconds = time.perf_counter() - t0
                     tokens_per_s = self.tokens_per_step / seconds
@@ -324,7 +312,7 @@ class Trainer:
     def _result(self, started: float, start_step: int, status: str, loss: float | None, val_loss: float | None,
                 checkpoint: str | None) -> TrainResult:
         return TrainResult(
-            run_dir=str(self.run_dir), stage=self.stage.name, device=self.device_name, start_step=start_step,
+            run_dir=str(self.run_dir), stage=self.stage.name, device=self.parallel.device_name, start_step=start_step,
             step=self.step, target_steps=self.target, status=status, loss=loss, val_loss=val_loss,
             skipped_steps=self.skipped, tokens_seen=self.tokens_seen, checkpoint=checkpoint,
             resumed_from=str(self.resumed_from) if self.resumed_from else None,
@@ -334,13 +322,7 @@ class Trainer:
                             for r in self.growth_history])
 
 
-def _flops_per_token(stage: StageConfig) -> float:
-    """Training FLOPs (forward + backward) per token, for TFLOP/s and MFU."""
-    from flm.train.model.size import flops_per_token
-
-    return float(flops_per_token(stage.model))
-
-
 def train(stage: StageConfig, mixture_cfg: MixtureConfig, run_dir: Path | str, **kwargs: Any) -> TrainResult:
-    """Train `stage` on `mixture_cfg` in `run_dir` (see Trainer for the keyword arguments)."""
-    return Trainer(stage, mixture_cfg, run_dir, **kwargs).run()
+    """Train `stage` on `mixture_cfg` in `run_dir` in this process's group (see Trainer for the keyword arguments)."""
+    with distributed(stage, seed=stage.train.seed) as parallel:
+        return Trainer(stage, mixture_cfg, run_dir, parallel=parallel, **kwargs).run()

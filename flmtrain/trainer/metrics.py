@@ -12,8 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
@@ -24,15 +22,13 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, 
 """Dense bf16 (fp16 for V100) tensor-core peak per GPU by product name, for MFU."""
 
 
-def peak_tflops(configured: float | None = None) -> float | None:
-    """The configured peak, else the current GPU's from its name; None when unknown (CPU)."""
+def peak_tflops(configured: float | None, device_name: str) -> float | None:
+    """The configured peak, else the peak of the GPU named `device_name`; None when unknown (the CPU)."""
     if configured is not None:
         return configured
-    from flm.train.distributed.parallel import on_gpu
-
-    if not on_gpu():
+    if device_name == "cpu":
         return None
-    name = torch.cuda.get_device_name()
+    name = device_name
     for key, value in PEAK_BF16_TFLOPS.items():
         if key in name:
             return value

@@ -1,0 +1,70 @@
+"""The "megatron" checkpoint format (the GPU engine): megatron-core dist_checkpointing of the sharded model and
+distributed-optimizer state under `dist/`, every rank writing its own shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing
+
+DIST_DIR = "dist"
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+MEGATRON_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
+"""Distributed-optimizer state as megatron stores its buckets: fully parallel I/O; reshardable in DP only."""
+
+
+def save_megatron(path: Path, model: torch.nn.Module, optimizer: Any) -> None:
+    model_sd = model.sharded_state_dict()
+    sharded = {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, metadata=MEGATRON_METADATA)}
+    if _rank() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    dist_checkpointing.save(sharded, str(path), content_metadata=MEGATRON_METADATA)
+
+
+def load_megatron(path: Path, model: torch.nn.Module, optimizer: Any | None) -> None:
+    model_sd = model.sharded_state_dict()
+    sharded: dict[str, Any] = {"model": model_sd}
+    if optimizer is not None:
+        _materialize_optimizer_state(optimizer)
+        sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=MEGATRON_METADATA)
+    loaded = dist_checkpointing.load(sharded, str(path))
+    model.load_state_dict(loaded["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+
+
+@torch.no_grad()
+def _materialize_optimizer_state(optimizer: Any) -> None:
+    """Give a fresh megatron optimizer's torch AdamW its state tensors (a zero-gradient step at LR 0).
+
+    Without Apex/Transformer Engine, megatron wraps torch AdamW, whose state (step, moments) exists
+    only after a first step; the distributed optimizer's sharded_state_dict needs it to exist so the
+    checkpoint can be loaded into it. Every value is overwritten by the load.
+    """
+    for wrapper in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = wrapper.optimizer
+        if inner is None or inner.state:
+            continue
+        lrs = [group["lr"] for group in inner.param_groups]
+        for group in inner.param_groups:
+            group["lr"] = 0.0
+            for param in group["params"]:
+                param.grad = torch.zeros_like(param)
+        inner.step()
+        inner.zero_grad(set_to_none=True)
+        for group, lr in zip(inner.param_groups, lrs, strict=True):
+            group["lr"] = lr
