@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from flm.config.progress import Progress
+from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta
 from flm.train.config import ModelConfig
 from flm.train.export.convert import (
@@ -186,8 +187,6 @@ def _find_tokenizer(meta: CheckpointMeta, cfg: ModelConfig,
                     given: Path | None) -> tuple[dict[str, Any] | None, str]:
     """({dir, meta, token names}, note): the tokenizer to ship. A given one that does not fit is an error;
     the run's own one that cannot be used is left out, and the note says why."""
-    from flm.tokenizer.meta import TokenizerError, TokenizerMeta
-
     if given is None:
         try:
             directory = meta.tokenizer_dir()
