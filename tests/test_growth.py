@@ -32,11 +32,11 @@ from flm.train.growth import (
 )
 from flm.train.growth.dry_run import plan_growth
 from flm.train.growth.layout import param_shapes
-from flm.train.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 from flm.train.model.gpt import build_model
 from flm.train.model.mup import param_groups
 from flm.train.model.size import param_count
 from flm.train.trainer.metrics import read_metrics
+from flm.train.trainer.scheduled_growth import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 
 VOCAB = 256
 BASE = ModelConfig(layers=2, hidden=64, heads=4, ffn_hidden=128, vocab_size=VOCAB, seq_len=32, dropout=0.0,

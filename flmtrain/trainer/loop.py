@@ -41,11 +41,11 @@ from flm.train.distributed.collectives import all_reduce_sum, data_parallel, ran
 from flm.train.distributed.parallel import ParallelInfo, distributed
 from flm.train.engine import make_engine
 from flm.train.growth.ramp import resume_ramp
-from flm.train.growth.training import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 from flm.train.model.size import flops_per_token
 from flm.train.trainer.evaluate import validation_loss
 from flm.train.trainer.fit import fit_stage
 from flm.train.trainer.metrics import MetricsLogger, peak_tflops
+from flm.train.trainer.scheduled_growth import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
 
 log = logging.getLogger(__name__)
 
