@@ -22,25 +22,35 @@ def _barrier() -> None:
         dist.barrier()
 
 
-MEGATRON_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
-"""Distributed-optimizer state as megatron stores its buckets: fully parallel I/O; reshardable in DP only."""
+DEFAULT_SHARDING = "fully_sharded_model_space"
+"""How the distributed optimizer's state is stored (parallel.optimizer_checkpoint): per model parameter, so a
+checkpoint reshards to any TP/PP/DP layout. "dp_reshardable" (megatron's buckets as they lie in memory)
+reshards across DP only; "fully_reshardable" gathers on DP rank 0 first."""
 
 
-def save_megatron(path: Path, model: torch.nn.Module, optimizer: Any) -> None:
+def _metadata(sharding: str) -> dict[str, str]:
+    return {"distrib_optim_sharding_type": sharding}
+
+
+def save_megatron(path: Path, model: torch.nn.Module, optimizer: Any, sharding: str = DEFAULT_SHARDING) -> None:
     model_sd = model.sharded_state_dict()
-    sharded = {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, metadata=MEGATRON_METADATA)}
+    metadata = _metadata(sharding)
+    sharded = {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, metadata=metadata)}
     if _rank() == 0:
         path.mkdir(parents=True, exist_ok=True)
     _barrier()
-    dist_checkpointing.save(sharded, str(path), content_metadata=MEGATRON_METADATA)
+    dist_checkpointing.save(sharded, str(path), content_metadata=metadata)
 
 
 def load_megatron(path: Path, model: torch.nn.Module, optimizer: Any | None) -> None:
+    """Load into this process's shards, whatever layout wrote the checkpoint (within what its optimizer
+    sharding allows: see DEFAULT_SHARDING)."""
     model_sd = model.sharded_state_dict()
     sharded: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
         _materialize_optimizer_state(optimizer)
-        sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=MEGATRON_METADATA)
+        saved = dist_checkpointing.load_content_metadata(str(path)) or _metadata("dp_reshardable")
+        sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=saved)
     loaded = dist_checkpointing.load(sharded, str(path))
     model.load_state_dict(loaded["model"])
     if optimizer is not None:

@@ -37,11 +37,13 @@ def _barrier() -> None:
 
 
 def save_checkpoint(root: Path, step: int, *, model: torch.nn.Module, optimizer: Any, fmt: str,
-                    state: dict[str, Any], meta: CheckpointMeta, keep_last: int = 0) -> Path:
+                    state: dict[str, Any], meta: CheckpointMeta, keep_last: int = 0,
+                    optimizer_sharding: str = "fully_sharded_model_space") -> Path:
     """Save on every rank (collective); returns the final `step-N` path.
 
     `model` is the unwrapped module (no DDP wrapper). `fmt` is "torch" (rank 0 writes the full
-    model and optimizer state) or "megatron" (dist_checkpointing, every rank writes its shards).
+    model and optimizer state) or "megatron" (dist_checkpointing, every rank writes its shards, the
+    distributed optimizer's state stored as `optimizer_sharding` says: megatron_format.DEFAULT_SHARDING).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown checkpoint format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -61,7 +63,7 @@ def save_checkpoint(root: Path, step: int, *, model: torch.nn.Module, optimizer:
     else:
         from flm.train.checkpoint.megatron_format import DIST_DIR, save_megatron  # CUDA only
 
-        save_megatron(tmp / DIST_DIR, model, optimizer)
+        save_megatron(tmp / DIST_DIR, model, optimizer, optimizer_sharding)
     save_rng(tmp, rank)
     _barrier()
     if rank == 0:

@@ -220,7 +220,8 @@ class Trainer:
         started = time.perf_counter()
         path = save_checkpoint(checkpoints_root(self.run_dir), self.step, model=self.engine.module,
                                optimizer=self.engine.optimizer, fmt=self.engine.checkpoint_format,
-                               state=state, meta=meta, keep_last=self.stage.train.keep_last)
+                               state=state, meta=meta, keep_last=self.stage.train.keep_last,
+                               optimizer_sharding=self.stage.parallel.optimizer_checkpoint)
         self.save_seconds.append(time.perf_counter() - started)
         log.info("saved %s in %.1fs", path, self.save_seconds[-1])
         return path
