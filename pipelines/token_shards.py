@@ -9,7 +9,6 @@ by another tokenizer is a clear error, not silent garbage.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from flm.config.atomic import AtomicFile, atomic_write_text
 from flm.config.errors import FlmError
 
 FORMAT_VERSION = 1
@@ -63,11 +63,9 @@ class Manifest:
         return sum(s.tokens for s in self.shards)
 
     def save(self, directory: Path) -> Path:
-        """Write manifest.json atomically (temp file, then rename)."""
+        """Write manifest.json atomically: its presence is what marks a directory's shards complete."""
         path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
@@ -111,11 +109,10 @@ class TokenShardWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.tmp_path = self.path.with_name(self.path.name + ".tmp")
         self.rows = 0
         self.tokens = 0
-        self._sink = pa.OSFile(str(self.tmp_path), "wb")
-        self._writer = pa.ipc.new_file(self._sink, SCHEMA)
+        self._target = AtomicFile(self.path)
+        self._writer = pa.ipc.new_file(self._target.file, SCHEMA)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)
@@ -124,17 +121,15 @@ class TokenShardWriter:
 
     def close(self) -> ShardInfo:
         self._writer.close()
-        self._sink.close()
-        os.replace(self.tmp_path, self.path)
+        self._target.commit()
         return ShardInfo(name=self.path.name, rows=self.rows, tokens=self.tokens)
 
     def abort(self) -> None:
         """Drop a partial shard (the temp file), leaving nothing that looks complete."""
         try:
             self._writer.close()
-            self._sink.close()
         finally:
-            self.tmp_path.unlink(missing_ok=True)
+            self._target.discard()
 
     def __enter__(self) -> TokenShardWriter:
         return self

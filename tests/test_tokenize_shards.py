@@ -14,7 +14,7 @@ from bilingual_text import documents, pile_record, write_clean, wudao_record
 from typer.testing import CliRunner
 
 import flm.pipelines.token_shards as token_shards
-import flm.pipelines.tokenize as tokenize_mod
+import flm.pipelines.tokenize.pool as tokenize_mod
 from flm.cli.main import app
 from flm.pipelines.clean_text import CleanTextError
 from flm.pipelines.token_inspect import inspect_tokens

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from flm.config.atomic import atomic_write_text
 from flm.config.errors import FlmError
 
 META_NAME = "meta.json"
@@ -41,9 +41,7 @@ class TokenizerMeta:
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / META_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
         return path
 
     @classmethod

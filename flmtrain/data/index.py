@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from flm.config.atomic import atomic_write
 from flm.pipelines.token_shards import TokenShards
-from flm.train.data.cachefile import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ def load_index(shards: TokenShards, valid_fraction: float, cache_dir: Path | Non
             log.warning("%s: unreadable index cache (%s); rebuilding", path, err)
     index = build_index(shards, valid_fraction)
     index.key = key
-    atomic_write(path, lambda f: np.savez(f, subset_names=np.array(index.subset_names, dtype=str),
-                                          subset_codes=index.subset_codes, held_out=index.held_out))
+    try:  # an unwritable cache is a warning, not an error: a miss only costs rebuilding the index
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: np.savez(f, subset_names=np.array(index.subset_names, dtype=str),
+                                              subset_codes=index.subset_codes, held_out=index.held_out))
+    except OSError as err:
+        log.warning("cannot write cache file %s: %s", path, err)
     return index

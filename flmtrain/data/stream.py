@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flm.config.atomic import atomic_write
 from flm.pipelines.token_shards import TokenShards
-from flm.train.data.cachefile import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,17 @@ class Stream:
         return loaded if len(loaded[0]) == len(loaded[1]) == len(self.docs) else None
 
     def _save(self, e: int, arrays: tuple[np.ndarray, np.ndarray]) -> None:
-        """Ends first, order last: a reader needs both, so it never pairs an order with missing ends."""
+        """Ends first, order last: a reader needs both, so it never pairs an order with missing ends.
+
+        An unwritable cache is a warning, not an error: a miss only costs recomputing the order.
+        """
         order_path, ends_path = self._paths(e)
-        if atomic_write(ends_path, lambda f: np.save(f, arrays[1])):
+        try:
+            ends_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(ends_path, lambda f: np.save(f, arrays[1]))
             atomic_write(order_path, lambda f: np.save(f, arrays[0]))
+        except OSError as err:
+            log.warning("cannot cache the order of epoch %d under %s: %s", e, ends_path.parent, err)
 
     def fill(self, shards: TokenShards, start: int, out: np.ndarray) -> None:
         """Write the stream's tokens [start, start + len(out)) into `out` (one copy, no Python lists)."""

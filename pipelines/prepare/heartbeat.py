@@ -7,9 +7,10 @@ the run sums them up and calls the progress callback.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
+
+from flm.config.atomic import atomic_write_text
 
 INTERVAL_S = 0.5
 
@@ -25,9 +26,7 @@ class Heartbeat:
             return
         self._last = now
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"value": value}), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps({"value": value}))
 
 
 def read_total(directory: Path) -> float:
