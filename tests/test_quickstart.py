@@ -1,23 +1,44 @@
-"""End to end: a shortened `flm run quickstart` on the bundled sample, through the CLI."""
+"""End to end: a shortened `flm run quickstart` on the bundled sample, through the CLI, from outside the repository."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from flm.cli.main import app
+from flm.recipe.run import load_recipe
 
-SHORT = ["--set", "train.steps=30", "--set", "train.grown_steps=20", "--set", "train.ramp_steps=10",
-         "--set", "train.eval_batches=4", "--set", "max_new_tokens=8",
-         "--set", "train.overrides=[train.eval_every=1000, train.save_every=1000]"]
+EXTRA_TRAIN_OVERRIDES = ["train.eval_every=1000", "train.save_every=1000"]
+"""Stage overrides the short run adds: no mid-run evaluations or checkpoints in 30 steps."""
 
 
-def test_quickstart_end_to_end_and_rerun_skips(tmp_path: Path, repo_root: Path, monkeypatch) -> None:
-    monkeypatch.chdir(repo_root)  # the recipe names the sample by repository-relative paths
+def short_run_flags() -> list[str]:
+    """--set flags that shorten the recipe; train.overrides is a list that --set replaces, so it gets the recipe's
+    own entries (train.device=cpu: CPU-format checkpoints, also on a GPU machine) plus ours."""
+    recipe_overrides = load_recipe("quickstart").train.overrides
+    merged = [*recipe_overrides, *(o for o in EXTRA_TRAIN_OVERRIDES if o not in recipe_overrides)]
+    return ["--set", "train.steps=30", "--set", "train.grown_steps=20", "--set", "train.ramp_steps=10",
+            "--set", "train.eval_batches=4", "--set", "max_new_tokens=8",
+            "--set", f"train.overrides={json.dumps(merged)}"]
+
+
+def test_short_run_keeps_the_recipes_own_train_overrides() -> None:
+    """Cheap guard for the end-to-end test below: shortening must not drop e.g. train.device=cpu."""
+    own = load_recipe("quickstart").train.overrides
+    assert "train.device=cpu" in own, "the quickstart recipe pins train.device=cpu; this guard relies on it"
+    values = short_run_flags()[1::2]  # the flags alternate "--set", "key=value"
+    resolved = load_recipe("quickstart", values).train.overrides
+    assert set(own) | set(EXTRA_TRAIN_OVERRIDES) == set(resolved)
+
+
+def test_quickstart_end_to_end_and_rerun_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the recipe reads the bundled sample as package data, not by relative paths
     out = tmp_path / "qs"
-    result = CliRunner().invoke(app, ["run", "quickstart", "--out", str(out), "--json", *SHORT])
+    flags = short_run_flags()
+    result = CliRunner().invoke(app, ["run", "quickstart", "--out", str(out), "--json", *flags])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
 
@@ -33,7 +54,7 @@ def test_quickstart_end_to_end_and_rerun_skips(tmp_path: Path, repo_root: Path, 
     assert all(g["tokens"] > 0 for g in summary["generations"])
     assert Path(summary["loss_plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    rerun = CliRunner().invoke(app, ["run", "quickstart", "--out", str(out), "--json", *SHORT])
+    rerun = CliRunner().invoke(app, ["run", "quickstart", "--out", str(out), "--json", *flags])
     assert rerun.exit_code == 0, rerun.output
     again = json.loads(rerun.stdout)
     assert again["train_grown"] == summary["train_grown"]  # nothing recomputed
