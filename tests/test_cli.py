@@ -98,8 +98,6 @@ def assert_one_line_error(result: Any, starts_with: str) -> None:
     assert lines[0].startswith(f"error: {starts_with}"), lines
 
 
-@pytest.mark.xfail(strict=True, reason="cli/render.py fail(): rich wraps the message at 80 columns when stderr is "
-                   "not a terminal; remove this mark with the fix")
 def test_flm_error_in_a_command_is_one_line_on_stderr() -> None:
     """A bad --set key raises ConfigError (an FlmError) deep in the loader; FlmGroup turns it into one line."""
     result = runner.invoke(app, ["config", "show", "tiny", "--set", "optim.lrr=1"])
