@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--shards", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/flm-reshard"))
     parser.add_argument("--sources", default="tp2,pp2,dp2")
-    parser.add_argument("--formats", default="", help="e.g. dp_reshardable,fully_sharded_model_space")
+    parser.add_argument("--formats", default="", help="e.g. dp_reshardable,fully_reshardable")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import torch
@@ -126,12 +126,12 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 
     report["matrix"] = {}
+    matrix([s for s in args.sources.split(",") if s], args.work, mixture, report["matrix"], save)
+    save()
     formats = [f for f in args.formats.split(",") if f]
     if formats:
         report["checkpoint_formats_1b"] = format_timings(formats, args.work, mixture)
         save()
-    matrix([s for s in args.sources.split(",") if s], args.work, mixture, report["matrix"], save)
-    save()
     print(json.dumps(report))
 
 

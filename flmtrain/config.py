@@ -159,10 +159,10 @@ class ParallelConfig:
     dp: int = 1
     distributed_optimizer: bool = True
     sequence_parallel: bool = False
-    optimizer_checkpoint: Literal["fully_sharded_model_space", "fully_reshardable", "dp_reshardable"] = (
-        "fully_sharded_model_space")
-    """How a GPU checkpoint stores the distributed optimizer: per parameter (fully_sharded_model_space,
-    fully_reshardable: resumes under any TP/PP/DP) or as megatron's DP buckets (dp_reshardable: DP only)."""
+    optimizer_checkpoint: Literal["fully_reshardable", "dp_reshardable"] = "fully_reshardable"
+    """How a GPU checkpoint stores the distributed optimizer: per parameter (fully_reshardable: resumes under
+    any TP/PP/DP) or as megatron's DP buckets (dp_reshardable: DP only). megatron-core 0.16.1's
+    fully_sharded_model_space cannot be saved ("ShardedTensor.flattened_range is not supported")."""
     gpus_per_node: int = 8
     """For the torchrun launch line: nodes = ceil(tp * pp * dp / gpus_per_node)."""
 

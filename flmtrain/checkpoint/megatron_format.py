@@ -22,10 +22,10 @@ def _barrier() -> None:
         dist.barrier()
 
 
-DEFAULT_SHARDING = "fully_sharded_model_space"
-"""How the distributed optimizer's state is stored (parallel.optimizer_checkpoint): per model parameter, so a
-checkpoint reshards to any TP/PP/DP layout. "dp_reshardable" (megatron's buckets as they lie in memory)
-reshards across DP only; "fully_reshardable" gathers on DP rank 0 first."""
+DEFAULT_SHARDING = "fully_reshardable"
+"""How the distributed optimizer's state is stored (parallel.optimizer_checkpoint): per model parameter
+(gathered on DP rank 0 to save), so a checkpoint reshards to any TP/PP/DP layout; "dp_reshardable"
+(megatron's buckets as they lie in memory) saves in parallel but reshards across DP only."""
 
 
 def _metadata(sharding: str) -> dict[str, str]:
@@ -49,12 +49,38 @@ def load_megatron(path: Path, model: torch.nn.Module, optimizer: Any | None) -> 
     sharded: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
         _materialize_optimizer_state(optimizer)
+        _keep_torch_adam_step(optimizer)
         saved = dist_checkpointing.load_content_metadata(str(path)) or _metadata("dp_reshardable")
         sharded["optimizer"] = optimizer.sharded_state_dict(model_sd, is_loading=True, metadata=saved)
     loaded = dist_checkpointing.load(sharded, str(path))
     model.load_state_dict(loaded["model"])
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
+
+
+def _keep_torch_adam_step(optimizer: Any) -> None:
+    """Let a fully_reshardable checkpoint load into torch AdamW (megatron-core 0.16.1 without Apex/TE).
+
+    megatron keeps Adam's step in the param groups and restores every parameter's `step` from them first;
+    then it copies each state tensor of the parameter from the checkpoint, `step` included, which the
+    checkpoint does not hold (KeyError: 'step'). The step it already restored is the right one: keep it.
+    """
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        original = getattr(inner, "_set_main_param_and_optimizer_states", None)
+        if original is None:
+            continue
+
+        def set_states(model_param: torch.nn.Parameter, tensors: dict[str, torch.Tensor], *,
+                       inner: Any = inner, original: Any = original) -> None:
+            if "step" not in tensors:
+                group_index, group_order = inner.model_param_group_index_map[model_param]
+                main_param = inner.optimizer.param_groups[group_index]["params"][group_order]
+                step = inner.optimizer.state[main_param].get("step")
+                if step is not None:
+                    tensors = {**tensors, "step": step}
+            original(model_param, tensors)
+
+        inner._set_main_param_and_optimizer_states = set_states
 
 
 @torch.no_grad()

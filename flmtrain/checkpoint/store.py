@@ -38,7 +38,7 @@ def _barrier() -> None:
 
 def save_checkpoint(root: Path, step: int, *, model: torch.nn.Module, optimizer: Any, fmt: str,
                     state: dict[str, Any], meta: CheckpointMeta, keep_last: int = 0,
-                    optimizer_sharding: str = "fully_sharded_model_space") -> Path:
+                    optimizer_sharding: str = "fully_reshardable") -> Path:
     """Save on every rank (collective); returns the final `step-N` path.
 
     `model` is the unwrapped module (no DDP wrapper). `fmt` is "torch" (rank 0 writes the full

@@ -232,6 +232,9 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     cuda = torch.device(device).type == "cuda"
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
+    if padded_vocab(cfg) % tp:
+        raise ConfigError(f"the padded vocabulary ({padded_vocab(cfg)}) must split evenly over tensor parallelism "
+                          f"({tp}): make model.vocab_pad_multiple a multiple of {tp}")
     if cfg.layers % pp:
         raise ConfigError(f"model.layers ({cfg.layers}) must be divisible by the pipeline size ({pp})")
     if vocab_size is not None:
@@ -247,7 +250,7 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
     return FLMModel(
         config=config,
         transformer_layer_spec=spec,
-        vocab_size=padded_vocab(cfg, tp),
+        vocab_size=padded_vocab(cfg),
         max_sequence_length=cfg.seq_len,
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),

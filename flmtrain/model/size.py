@@ -11,8 +11,10 @@ from __future__ import annotations
 from flm.train.config import ModelConfig
 
 
-def padded_vocab(cfg: ModelConfig, tp: int = 1) -> int:
-    step = cfg.vocab_pad_multiple * tp
+def padded_vocab(cfg: ModelConfig) -> int:
+    """The embedding's rows: the vocabulary rounded up to model.vocab_pad_multiple, the same under every
+    tensor-parallel size, so a checkpoint's shapes do not depend on the layout that wrote it."""
+    step = cfg.vocab_pad_multiple
     return (cfg.vocab_size + step - 1) // step * step
 
 
@@ -54,7 +56,7 @@ def param_count(cfg: ModelConfig) -> int:
 def stage_params_per_gpu(cfg: ModelConfig, tp: int, pp: int) -> int:
     """Parameters held by one GPU of the heaviest pipeline stage (vectors counted whole; close enough)."""
     layers = cfg.layers // pp * layer_params(cfg) // tp
-    vocab = padded_vocab(cfg, tp) * cfg.hidden // tp
+    vocab = padded_vocab(cfg) * cfg.hidden // tp
     first = layers + vocab
     # The last stage holds the output head (a copy of the embedding when tied, on its own stage).
     last = layers + _norm_params(cfg) + (vocab if (pp > 1 or not cfg.tie_embeddings) else 0)

@@ -43,7 +43,7 @@ def memory_per_gpu(stage: StageConfig) -> dict[str, float]:
     per_layer = activation_bytes_per_layer(cfg, b, s, par.tp, par.sequence_parallel)
     recompute_layer = 2 * s * b * cfg.hidden / (par.tp if par.sequence_parallel else 1)
     # With 1F1B the first stage holds pp micro-batches of L/pp layers: L layers' worth in all.
-    logits = s * b * padded_vocab(cfg, par.tp) / par.tp * (weight_bytes + 4)  # logits + fp32 softmax
+    logits = s * b * padded_vocab(cfg) / par.tp * (weight_bytes + 4)  # logits + fp32 softmax
     out = {
         "weights": params * weight_bytes,
         "grads": params * 4,
@@ -69,11 +69,14 @@ def torchrun_command(stage: StageConfig) -> str:
 
 
 def check_plan(stage: StageConfig) -> None:
-    """Raise ValueError naming the field when the parallel plan cannot hold the model or batch."""
+    """Raise ConfigError naming the field when the parallel plan cannot hold the model or batch."""
     cfg, par, train = stage.model, stage.parallel, stage.train
     if cfg.heads % par.tp or kv_heads(cfg) % par.tp:
         raise ConfigError(f"parallel.tp ({par.tp}) must divide model.heads ({cfg.heads}) "
-                         f"and model.kv_heads ({kv_heads(cfg)})")
+                          f"and model.kv_heads ({kv_heads(cfg)})")
+    if padded_vocab(cfg) % par.tp:
+        raise ConfigError(f"parallel.tp ({par.tp}) must divide the padded vocabulary ({padded_vocab(cfg)}): make "
+                          f"model.vocab_pad_multiple a multiple of {par.tp}")
     if cfg.layers % par.pp:
         raise ConfigError(f"parallel.pp ({par.pp}) must divide model.layers ({cfg.layers})")
     if train.global_batch % (train.micro_batch * par.dp):
@@ -96,7 +99,7 @@ def dry_run(stage: StageConfig) -> dict[str, Any]:
         "non_embedding_params": params - embedding * (1 if cfg.tie_embeddings else 2),
         "shape": {"layers": cfg.layers, "hidden": cfg.hidden, "heads": cfg.heads, "kv_heads": kv_heads(cfg),
                   "head_dim": cfg.head_dim, "ffn": cfg.ffn_size, "vocab": cfg.vocab_size,
-                  "padded_vocab": padded_vocab(cfg, par.tp), "seq_len": cfg.seq_len},
+                  "padded_vocab": padded_vocab(cfg), "seq_len": cfg.seq_len},
         "flops_per_token": fpt,
         "flops_per_token_recompute": flops_per_token(cfg, recompute=True),
         "tokens_per_step": tokens_per_step,
