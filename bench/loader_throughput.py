@@ -30,12 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flm.config import load_config  # noqa: E402
-from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch  # noqa: E402
-from flm.train.data import Mixture  # noqa: E402
-from flm.train.data.config import MixtureConfig  # noqa: E402
+from flm.config import load_config
+from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch
+from flm.train.data import Mixture
+from flm.train.data.config import MixtureConfig
 
 VOCAB = 100256
 EOS = 100256 - 1

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from flm.train.tools.loss_prediction import PredictionError, plot_prediction, predict_loss, read_run
 
-from flm.train.tools.loss_prediction import PredictionError, plot_prediction, predict_loss, read_run  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def flm(*args: str) -> dict:

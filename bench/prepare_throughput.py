@@ -27,11 +27,9 @@ from pathlib import Path
 
 import zstandard
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flm.config import find_config, load_config  # noqa: E402
-from flm.pipelines.config import PipelineConfig  # noqa: E402
-from flm.pipelines.prepare import prepare  # noqa: E402
+from flm.config import find_config, load_config
+from flm.pipelines.config import PipelineConfig
+from flm.pipelines.prepare import prepare
 
 SOURCES = ("pile", "wudao")
 

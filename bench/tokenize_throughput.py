@@ -40,12 +40,11 @@ import orjson
 import tokenizers
 import zstandard
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from flm.pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file
+from flm.pipelines.token_shards import TokenShards
+from flm.tokenizer import ByteBPETokenizer, load_tokenizer
 
-from flm.pipelines.clean_text import SkipLog, list_clean_sources, read_clean_file  # noqa: E402
-from flm.pipelines.token_shards import TokenShards  # noqa: E402
-from flm.tokenizer import ByteBPETokenizer, load_tokenizer  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 TARGET = 3.5
 HF_BATCH = 1024

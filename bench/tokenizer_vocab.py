@@ -34,10 +34,8 @@ from pathlib import Path
 import orjson
 import zstandard
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from flm.pipelines.tokenize import tokenize_corpus, train_from_clean  # noqa: E402
-from flm.tokenizer import TrainConfig  # noqa: E402
+from flm.pipelines.tokenize import tokenize_corpus, train_from_clean
+from flm.tokenizer import TrainConfig
 
 DOC_ROOTS = (Path("/usr/share/doc"), Path("/usr/share/debian-reference"), Path("/usr/share/games/fortunes"))
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")

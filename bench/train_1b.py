@@ -26,8 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 EOS = 256
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 100

@@ -37,8 +37,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 PEAK_TFLOPS = 989.0
 VOCAB = 100256
 SEQ = 2048

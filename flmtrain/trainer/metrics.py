@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from flm.config.atomic import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
@@ -48,9 +50,7 @@ def truncate_jsonl(path: Path, after_step: int) -> None:
             continue
         if record.get("step", 0) <= after_step:
             kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
