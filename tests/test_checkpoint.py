@@ -140,3 +140,33 @@ def test_metrics_truncated_back_to_resume_step(tmp_path) -> None:
     path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
     truncate_jsonl(path, 4)
     assert [r["step"] for r in read_metrics(path)] == [1, 2, 3, 4]
+
+
+class _RunsCode:
+    """Unpickling this calls Path.touch(marker): what a crafted checkpoint file could do instead."""
+
+    def __init__(self, marker) -> None:  # noqa: ANN001
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (type(self.marker).touch, (self.marker,))
+
+
+@pytest.mark.parametrize("name", ["model.pt", "optimizer.pt", "rng/rank-00000.pt"])
+def test_a_crafted_checkpoint_file_runs_no_code(tmp_path, name) -> None:
+    model, opt = make_state(0)
+    path = save(tmp_path / "run", 3, model, opt)
+    marker = tmp_path / "ran"
+    torch.save({"state": _RunsCode(marker)}, path / name)
+    with pytest.raises(ckpt.CheckpointError, match=rf"{name}: refused: holds more than tensors and plain data"):
+        ckpt.load_checkpoint(path, model=make_state(1)[0], optimizer=make_state(1)[1])
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_file_is_a_clear_error(tmp_path) -> None:
+    model, opt = make_state(0)
+    path = save(tmp_path / "run", 3, model, opt)
+    data = (path / "model.pt").read_bytes()
+    (path / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ckpt.CheckpointError, match=r"model\.pt: unreadable \(truncated or corrupt\?\)"):
+        ckpt.load_checkpoint(path, model=make_state(1)[0])

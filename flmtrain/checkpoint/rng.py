@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from flm.train.checkpoint.torch_format import load_plain
+
 RNG_DIR = "rng"
 
 
@@ -53,4 +55,4 @@ def save_rng(directory: Path, rank: int) -> None:
 def load_rng(directory: Path, rank: int) -> dict[str, Any] | None:
     """This rank's saved RNG state, or None when the checkpoint has none for it (another world size)."""
     path = rng_path(directory, rank)
-    return torch.load(path, weights_only=True) if path.is_file() else None
+    return load_plain(path) if path.is_file() else None

@@ -5,6 +5,7 @@ Both load with `weights_only=True`: a checkpoint is data, never code.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,27 @@ def save_torch(directory: Path, model: torch.nn.Module, optimizer: torch.optim.O
                    directory / OPTIMIZER_NAME)
 
 
+def load_plain(path: Path, *, mmap: bool = False) -> Any:
+    """A torch file of tensors and plain data only (`weights_only=True`): anything that would build another
+    object, and so could run code, is refused with a CheckpointError naming the file."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: missing; not a complete checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused: holds more than tensors and plain data ({first})") from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable (truncated or corrupt?): {err}") from err
+
+
 def load_torch_optimizer(directory: Path) -> dict[str, Any]:
     """optimizer.pt as saved: {"state_dict": ..., "param_names": [[name, ...] per group]}."""
-    return torch.load(Path(directory) / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+    return load_plain(Path(directory) / OPTIMIZER_NAME)
 
 
-def read_torch_weights(directory: Path) -> dict[str, torch.Tensor]:
-    return torch.load(Path(directory) / MODEL_NAME, map_location="cpu", weights_only=True)
+def read_torch_weights(directory: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    return load_plain(Path(directory) / MODEL_NAME, mmap=mmap)
 
 
 def optimizer_param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:

@@ -23,6 +23,7 @@ import torch
 from flm.config.progress import Progress
 from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta
+from flm.train.checkpoint.torch_format import read_torch_weights
 from flm.train.config import ModelConfig
 from flm.train.export.convert import (
     ExportError,
@@ -134,10 +135,7 @@ def _model_config(checkpoint: Path, meta: CheckpointMeta) -> ModelConfig:
 
 def _load_weights(checkpoint: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """model.pt's tensors (megatron names), checked against the names and shapes `cfg` builds."""
-    path = checkpoint / "model.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{checkpoint}: no model.pt; not a complete torch-format checkpoint")
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = read_torch_weights(checkpoint, mmap=True)
     weights = {k: v for k, v in saved.items() if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
     want = param_shapes(cfg)
     missing = sorted(set(want) - set(weights))
@@ -145,8 +143,8 @@ def _load_weights(checkpoint: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]
     wrong = [f"{k} {tuple(weights[k].shape)} (config says {want[k]})" for k in want
              if k in weights and tuple(weights[k].shape) != want[k]]
     if missing or unexpected or wrong:
-        raise CheckpointError(f"{path}: weights do not match meta.json's stage_config: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}")
+        raise CheckpointError(f"{checkpoint / 'model.pt'}: weights do not match meta.json's stage_config: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}")
     return weights
 
 
