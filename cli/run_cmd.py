@@ -17,7 +17,7 @@ def run(
     = "quickstart",
     out: Annotated[Path, typer.Option(help="Where every artefact goes (raw, clean, tokenizer, tokens, runs).")]
     = Path("work/quickstart"),
-    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every stage (delete --out first).")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo all: remove the earlier run's outputs only.")] = False,
     stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all, in order).")]
     = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key, e.g. train.steps=100.")]

@@ -20,6 +20,7 @@ import yaml
 
 from flm.config import ConfigError, FlmError, find_config, load_config
 from flm.config.bundled import sample_dir
+from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.train.config import StageConfig
 
@@ -124,6 +125,11 @@ class RecipeRun:
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
         (self.out / RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.out, "a recipe runs in its output folder"):
+            self._run_stages(stages)
+        return self.summary()
+
+    def _run_stages(self, stages: tuple[str, ...]) -> None:
         for name in STAGES:
             if name not in stages:
                 continue
@@ -139,7 +145,6 @@ class RecipeRun:
             self.results[name] = result
             marker.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             self.on_stage(name, "done")
-        return self.summary()
 
     def stage_raw(self) -> dict[str, Any]:
         """Raw corpora in the downloader's layout: Pile files linked as published, WuDao converted to shards."""
@@ -337,8 +342,32 @@ def load_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return load_config(Recipe, find_config(name, "recipes"), list(overrides))
 
 
-def fresh(out: Path) -> None:
-    """Remove a previous run's outputs (for --fresh)."""
-    if Path(out).exists():
-        shutil.rmtree(out)
+OUTPUTS = ("raw", "clean", "tokenizer", "tokens", "mixture.yaml", "runs", "loss.png", RESULTS_DIR)
+"""Everything a recipe writes into its output folder; --fresh removes these and nothing else."""
+
+
+def fresh(out: Path) -> list[str]:
+    """Remove what an earlier recipe run wrote into `out` (for --fresh); returns the names removed.
+
+    Only a folder that a recipe wrote (it holds .recipe/) is touched, and in it only the recipe's own
+    outputs: files of the user's that sit beside them stay.
+    """
+    out = Path(out)
+    if not out.exists():
+        return []
+    if not (out / RESULTS_DIR).is_dir():
+        raise RecipeError(f"{out} holds no {RESULTS_DIR}/, so flm did not write it: --fresh deletes only a "
+                          "recipe's own outputs; choose another --out or remove the folder yourself")
+    removed = []
+    with folder_lock(out, "a recipe runs in its output folder"):
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(name)
+    return removed
 

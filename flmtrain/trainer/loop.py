@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 
 from flm.config import ConfigError, config_to_dict
 from flm.config.errors import FlmError
+from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.train.checkpoint import (
     CheckpointError,
@@ -326,4 +328,6 @@ class Trainer:
 def train(stage: StageConfig, mixture_cfg: MixtureConfig, run_dir: Path | str, **kwargs: Any) -> TrainResult:
     """Train `stage` on `mixture_cfg` in `run_dir` in this process's group (see Trainer for the keyword arguments)."""
     with distributed(stage, seed=stage.train.seed) as parallel:
-        return Trainer(stage, mixture_cfg, run_dir, parallel=parallel, **kwargs).run()
+        lock = folder_lock(run_dir, "a run directory trains in") if parallel.rank == 0 else nullcontext()
+        with lock:
+            return Trainer(stage, mixture_cfg, run_dir, parallel=parallel, **kwargs).run()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flm.config import config_to_dict
+from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.pipelines.config import PipelineConfig
 from flm.pipelines.prepare.accounting import Tally, collect, total
@@ -109,6 +110,12 @@ def write_overall_stats(out_dir: Path) -> None:
 def prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
             progress: Progress | None = None) -> PrepareResult:
     """Clean every source in `configs` from `input_root/<source>/` into `out_root/<source>/`."""
+    with folder_lock(out_root, "prepare writes into a folder"):
+        return _prepare(configs, Path(input_root), Path(out_root), progress)
+
+
+def _prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
+             progress: Progress | None) -> PrepareResult:
     start = time.perf_counter()
     jobs = []
     for cfg in configs:

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.pipelines.clean_text import SkipLog, read_clean_file
 from flm.pipelines.tokenize.bookkeeping import Books
@@ -72,8 +73,14 @@ def tokenize_corpus(input_dir: Path | str, out_dir: Path | str, tokenizer_dir: P
     characters of each source (about 0.1 s of HF per source); any difference switches the run to HF
     tokenizers, with a warning and `fallback_reason` set.
     """
+    with folder_lock(out_dir, "tokenize writes into a folder"):
+        return _tokenize(Path(input_dir), Path(out_dir), Path(tokenizer_dir), workers, shard_input_bytes,
+                         batch_docs, verify_chars, command, progress)
+
+
+def _tokenize(input_dir: Path, out_dir: Path, tokenizer_dir: Path, workers: int | None, shard_input_bytes: int,
+              batch_docs: int, verify_chars: int, command: str, progress: Progress | None) -> TokenizeResult:
     start = time.perf_counter()
-    input_dir, out_dir, tokenizer_dir = Path(input_dir), Path(out_dir), Path(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     tasks = plan_shards(input_dir, out_dir, shard_input_bytes)
     tokenizer.verify_fast_path(_fast_path_sample(tasks, verify_chars))
