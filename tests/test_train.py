@@ -164,10 +164,25 @@ def test_non_finite_steps_are_skipped_then_training_stops(mixture: MixtureConfig
     for step in (2, 4):  # a skipped step leaves the weights as they were
         assert all(torch.equal(a, b) for a, b in zip(snapshots[step - 1], snapshots[step], strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(snapshots[2], snapshots[3], strict=True))
-    last = read_meta(tmp_path / "checkpoints" / "step-8")
-    assert last.step == 8
-    weights = torch.load(tmp_path / "checkpoints" / "step-8" / "model.pt", weights_only=True)
-    assert all(torch.isfinite(w).all() for w in weights.values() if isinstance(w, torch.Tensor))
+    assert list_checkpoints(tmp_path / "checkpoints") == []  # the stop saves nothing
+
+
+def test_divergence_keeps_the_good_checkpoints(mixture: MixtureConfig, tmp_path: Path) -> None:
+    """20 healthy steps (checkpoints at 15 and 20, keep_last=2), then retries at an absurd LR: whatever they do,
+    no ruined weights are saved and keep_last never prunes a good checkpoint for a bad one."""
+    cfg = stage(*FAST, "train.save_every=5", "train.keep_last=2")
+    train_mod.train(cfg, mixture, tmp_path, steps=20)
+    good = {step: (path / "model.pt").read_bytes() for step, path in list_checkpoints(tmp_path / "checkpoints")}
+    assert sorted(good) == [15, 20]
+    for _ in range(2):
+        ruined = stage(*FAST, "train.save_every=5", "train.keep_last=2", "optim.lr=1e6", "optim.warmup_steps=0")
+        try:
+            result = train_mod.train(ruined, mixture, tmp_path, steps=40)
+            assert result.checkpoint.endswith("step-20")  # finished with an insane loss: nothing saved
+        except TrainingDiverged as err:
+            assert "nothing was saved" in str(err) and "step-20" in str(err)
+        kept = {step: (path / "model.pt").read_bytes() for step, path in list_checkpoints(tmp_path / "checkpoints")}
+        assert kept == good
 
 
 def test_cli_train_eval_and_rerun(mixture_dict: dict, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from flm.train.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     checkpoints_root,
+    latest_checkpoint,
     load_checkpoint,
     read_meta,
     resolve_resume,
@@ -52,6 +53,9 @@ from flm.train.trainer.scheduled_growth import check_schedule, due_growth, grow_
 log = logging.getLogger(__name__)
 
 OnStep = Callable[[dict[str, Any]], None]
+
+SANE_LOSS_FACTOR = 1.5
+"""A loss above 1.5 x ln(vocabulary) (half again worse than guessing uniformly) means diverged weights."""
 
 
 class TrainingDiverged(FlmError, RuntimeError):
@@ -161,6 +165,7 @@ class Trainer:
         self.schedule, self.schedule_offset = stage_schedule(self.stage, self.target, self.growth_history)
         self.tokens_per_step = self.stage.train.global_batch * self.stage.model.seq_len
         self.flops_per_token = float(flops_per_token(self.stage.model))
+        self.sane_loss = SANE_LOSS_FACTOR * math.log(self.stage.model.vocab_size)
 
     def _load(self, path: Path) -> None:
         started = time.perf_counter()
@@ -206,6 +211,16 @@ class Trainer:
     @property
     def tokens_seen(self) -> int:
         return self.consumed * self.stage.model.seq_len
+
+    def _save_if(self, healthy: bool, loss: float) -> Path | None:
+        """Save unless the last step's loss is NaN/inf or above `sane_loss`: a diverging run never writes (or, by
+        keep_last, prunes good checkpoints for) ruined weights. Returns the newest checkpoint either way."""
+        if healthy:
+            return self._save()
+        last = latest_checkpoint(checkpoints_root(self.run_dir))
+        log.warning("step %d: loss %s is not finite or above %.2f (1.5 x ln vocab); not saving, the newest good "
+                    "checkpoint stays %s", self.step, loss, self.sane_loss, last)
+        return last
 
     def _save(self) -> Path:
         state = {"step": self.step, "skipped_steps": self.skipped, "scheduler": self.schedule.state_dict(),
@@ -283,13 +298,15 @@ class Trainer:
                               "mfu": tflops / peak if peak else None, "step_time_s": seconds,
                               "skipped": not finite, "skipped_total": self.skipped, "tokens_seen": self.tokens_seen,
                               "stage": self.stage.name}
+                    healthy = finite and loss <= self.sane_loss
                     if bad_in_a_row >= cfg.max_bad_steps:
                         metrics.log(record)
-                        checkpoint = self._save()
+                        last = latest_checkpoint(checkpoints_root(self.run_dir))
                         raise TrainingDiverged(
                             f"stopping at step {self.step}: {bad_in_a_row} consecutive steps had a NaN/inf loss or "
-                            f"gradient (train.max_bad_steps={cfg.max_bad_steps}); the last good weights are in "
-                            f"{checkpoint}. Lower optim.lr or raise optim.warmup_steps, then resume.")
+                            f"gradient (train.max_bad_steps={cfg.max_bad_steps}); nothing was saved, so the last "
+                            f"good weights are {last or 'not saved yet (no checkpoint)'}. Lower optim.lr or raise "
+                            "optim.warmup_steps, then resume.")
                     if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == self.target):
                         val_loss, _ = validation_loss(self.engine, self.mixture, cfg.micro_batch, cfg.eval_batches)
                         record["val_loss"] = val_loss
@@ -306,11 +323,11 @@ class Trainer:
                         log.warning("signal received: saving a checkpoint at step %d and stopping", self.step)
                         break
                     if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.target:
-                        self._save()
-                checkpoint = self._save()
+                        self._save_if(healthy, loss)
+                checkpoint = self._save_if(healthy, loss)
         finally:
             metrics.close()
-        return self._result(started, start_step, status, loss, val_loss, str(checkpoint))
+        return self._result(started, start_step, status, loss, val_loss, str(checkpoint) if checkpoint else None)
 
     def _result(self, started: float, start_step: int, status: str, loss: float | None, val_loss: float | None,
                 checkpoint: str | None) -> TrainResult:
