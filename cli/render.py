@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -37,8 +38,8 @@ def emit_json(obj: Any) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print a clear error on stderr and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, however long
+    """Print a clear error on stderr, as one line however long and with its text as written, and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

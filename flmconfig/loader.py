@@ -41,14 +41,42 @@ def find_config(name: str | Path, kind: str) -> Path:
     raise ConfigError(f"no {kind} config named {str(name)!r}; available: {', '.join(available) or 'none'}")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, following `base:` chains (the child's keys win, merged deeply)."""
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ALIASES = 100
+"""A config is small and hand-written; more aliases than this is an alias bomb (a few lines that expand to GBs)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml's safe loader, counting aliases so that a file cannot expand without bound."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name); refusing to expand them")
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+        loader = _ConfigLoader(path.read_text(encoding="utf-8"))
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+
+
+def read_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, following `base:` chains (the child's keys win, merged deeply)."""
+    data = _load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
@@ -57,7 +85,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     base_path = Path(base) if Path(base).suffix else path.parent / f"{base}.yaml"
     if not base_path.is_absolute() and not base_path.exists():
         base_path = path.parent / base_path
-    return deep_merge(read_yaml(base_path), data)
+    chain = (*_chain, path.resolve())
+    if base_path.resolve() in chain:
+        raise ConfigError(f"{path}: `base: {base}` makes a cycle: "
+                          f"{' -> '.join(p.name for p in (*chain, base_path.resolve()))}")
+    return deep_merge(read_yaml(base_path, chain), data)
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ A stage (tiny, 125m, 1b, 16b, 51b, 101b, ...) is one YAML file under configs/sta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -115,10 +116,18 @@ class OptimConfig:
     Transformer Engine megatron-core uses torch's AdamW and per-tensor loops with a host sync each."""
 
     def validate(self) -> None:
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ValueError(f"need 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
+        if not (math.isfinite(self.lr) and math.isfinite(self.min_lr)) or not 0 <= self.min_lr <= self.lr \
+                or self.lr <= 0:
+            raise ValueError(f"need finite 0 <= min_lr <= lr and lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.decay_steps is not None and self.decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive (or null: the run's steps), got {self.decay_steps}")
+        if not (math.isfinite(self.clip_grad) and self.clip_grad >= 0):
+            raise ValueError(f"clip_grad must be >= 0 (0: no clipping), got {self.clip_grad}")
+        if not (0 <= self.weight_decay < math.inf and 0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0):
+            raise ValueError("need weight_decay >= 0, 0 <= beta1, beta2 < 1 and eps > 0; got "
+                             f"{self.weight_decay}, {self.beta1}, {self.beta2}, {self.eps}")
 
 
 @dataclass
@@ -145,6 +154,15 @@ class TrainConfig:
     def validate(self) -> None:
         if self.global_batch <= 0 or self.micro_batch <= 0:
             raise ValueError("global_batch and micro_batch must be positive")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
+        for key in ("save_every", "keep_last", "eval_every", "log_every", "eval_batches"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0 (0: never / keep all), got {getattr(self, key)}")
+        if self.peak_tflops is not None and not (0 < self.peak_tflops < math.inf):
+            raise ValueError(f"peak_tflops must be a positive number, got {self.peak_tflops}")
         if self.global_batch % self.micro_batch:
             raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of "
                              f"micro_batch ({self.micro_batch})")

@@ -90,3 +90,35 @@ def test_every_bundled_stage_loads(repo_root: Path) -> None:
 def test_find_config_lists_available() -> None:
     with pytest.raises(ConfigError, match="available: .*tiny"):
         find_config("no-such-stage", "stages")
+
+
+def test_a_base_cycle_is_one_clear_error(tmp_path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a\nname: b\n")
+    with pytest.raises(ConfigError, match=r"makes a cycle: a.yaml -> b.yaml -> a.yaml"):
+        load_config(StageConfig, tmp_path / "a.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path) -> None:
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(12)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(StageConfig, tmp_path / "bomb.yaml")
+
+
+@pytest.mark.parametrize("override", ["train.max_bad_steps=0", "train.save_every=-1", "train.keep_last=-1",
+                                      "train.eval_every=-1", "optim.clip_grad=-1", "optim.lr=.inf",
+                                      "train.steps=-5"])
+def test_senseless_training_values_are_refused(override: str) -> None:
+    with pytest.raises(ConfigError, match=override.split("=")[0].split(".")[0]):
+        load_config(StageConfig, find_config("tiny", "stages"), [override])
+
+
+def test_an_error_keeps_its_brackets(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from flm.cli.main import app
+
+    result = CliRunner().invoke(app, ["config", "show", str(tmp_path / "data[bold]" / "x.yaml")])
+    assert result.exit_code == 1 and "data[bold]" in result.stderr

@@ -32,6 +32,9 @@ from typing import Any
 
 from flm.config import config_to_dict, load_config
 
+MAX_WEIGHT = 1e6
+"""Weights are relative; beyond this ratio (inf, 1e308) their sum overflows or a source never appears."""
+
 DEFAULT_SEQ_LEN = 2048
 """FLM-101B's context length."""
 
@@ -48,10 +51,10 @@ class SourceConfig:
     def validate(self) -> None:
         if not self.name:
             raise ValueError("a source needs a non-empty name")
-        if not self.weight > 0:
-            raise ValueError(f"source {self.name!r}: weight must be > 0, got {self.weight}")
+        if not 0 < self.weight <= MAX_WEIGHT:
+            raise ValueError(f"source {self.name!r}: weight must be in (0, {MAX_WEIGHT:g}], got {self.weight}")
         for subset, multiplier in self.subsets.items():
-            if not multiplier > 0:
+            if not 0 < multiplier <= MAX_WEIGHT:
                 raise ValueError(f"source {self.name!r}: subset {subset!r} weight must be > 0, got {multiplier}")
 
 
