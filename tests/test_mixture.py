@@ -269,9 +269,10 @@ def test_epoch_orders_on_disk_match_memory(data: dict, tmp_path: Path, monkeypat
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"sources": [{"name": "a", "path": "x", "weight": 0}]}, "sources[0]: source 'a': weight must be > 0, got 0.0"),
-    ({"sources": [{"name": "a", "path": "x", "weight": -1}]}, "weight must be > 0, got -1.0"),
-    ({"sources": [{"name": "a", "path": "x", "subsets": {"Github": 0}}]}, "subset 'Github' weight must be > 0"),
+    ({"sources": [{"name": "a", "path": "x", "weight": 0}]}, "sources[0]: source 'a': weight must be in (0, 1e+06]"),
+    ({"sources": [{"name": "a", "path": "x", "weight": -1}]}, "weight must be in (0, 1e+06], got -1.0"),
+    ({"sources": [{"name": "a", "path": "x", "weight": 1e308}]}, "weight must be in (0, 1e+06], got 1e+308"),
+    ({"sources": [{"name": "a", "path": "x", "subsets": {"Github": 0}}]}, "subset 'Github' weight must be in"),
     ({"sources": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]}, "repeated: a"),
     ({"sources": [{"name": "a"}]}, "missing required key(s): sources[0].path"),
     ({"valid_fraction": 1.0}, "valid_fraction must be in [0, 1)"),

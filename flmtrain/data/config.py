@@ -55,7 +55,8 @@ class SourceConfig:
             raise ValueError(f"source {self.name!r}: weight must be in (0, {MAX_WEIGHT:g}], got {self.weight}")
         for subset, multiplier in self.subsets.items():
             if not 0 < multiplier <= MAX_WEIGHT:
-                raise ValueError(f"source {self.name!r}: subset {subset!r} weight must be > 0, got {multiplier}")
+                raise ValueError(f"source {self.name!r}: subset {subset!r} weight must be in (0, {MAX_WEIGHT:g}], "
+                                 f"got {multiplier}")
 
 
 @dataclass
