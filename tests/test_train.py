@@ -312,3 +312,19 @@ def test_two_rank_data_parallel_matches_one_rank(mixture_dict: dict, mixture: Mi
     one = read_metrics(tmp_path / "dp1" / "metrics.jsonl")
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
     assert two[-1]["val_loss"] == pytest.approx(one[-1]["val_loss"], rel=1e-5)
+
+
+def test_eval_refuses_shards_of_another_tokenizer(mixture: MixtureConfig, byte_shards: Path, tmp_path: Path) -> None:
+    result = train_mod.train(stage(*FAST), mixture, tmp_path / "run", steps=2)
+    other = tmp_path / "other-tokenizer"
+    other.mkdir()
+    for shard in byte_shards.glob("*.arrow"):
+        (other / shard.name).symlink_to(shard)
+    manifest = json.loads((byte_shards / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "tokenizer_hash": "another-v2"}))
+    mix = tmp_path / "other.yaml"
+    mix.write_text(json.dumps({"sources": [{"name": "bytes", "path": str(other)}], "seq_len": 128,
+                               "cache_dir": str(tmp_path / "index")}))
+    refused = CliRunner().invoke(app, ["eval", "--checkpoint", result.checkpoint, "--mixture", str(mix)])
+    assert refused.exit_code == 1
+    assert "was trained on tokenizer bytes-v1, not another-v2 (the mixture's token shards)" in refused.stderr

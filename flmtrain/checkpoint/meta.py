@@ -73,6 +73,12 @@ class CheckpointMeta:
                                   "explicitly")
         return Path(directory)
 
+    def check_tokenizer(self, content_hash: str, what: str) -> None:
+        """Refuse data or a tokenizer (`what`) made by another tokenizer than the one this checkpoint learnt."""
+        if self.tokenizer_hash is not None and content_hash != self.tokenizer_hash:
+            raise CheckpointError(f"the checkpoint of stage {self.stage!r} at step {self.step} was trained on "
+                                  f"tokenizer {self.tokenizer_hash[:12]}, not {content_hash[:12]} ({what})")
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -59,6 +59,7 @@ def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None
     meta = read_meta(checkpoint)
     stage = meta.load_stage()
     tokenizer = load_tokenizer(tokenizer_dir or meta.tokenizer_dir())
+    meta.check_tokenizer(tokenizer.content_hash, f"the tokenizer in {tokenizer_dir or meta.tokenizer_dir()}")
     if tokenizer.vocab_size > stage.model.vocab_size:
         raise CheckpointError(f"tokenizer vocabulary {tokenizer.vocab_size} exceeds the model's "
                               f"{stage.model.vocab_size}")

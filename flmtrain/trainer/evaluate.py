@@ -69,6 +69,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
     start = time.perf_counter()
     with distributed(stage, seed=stage.train.seed) as parallel:
         mixture = open_mixture(mixture_cfg, stage.model.seq_len)
+        meta.check_tokenizer(mixture.tokenizer_hash, "the mixture's token shards")
         if mixture.vocab_size > stage.model.vocab_size:
             raise CheckpointError(f"{path}: the mixture's vocabulary ({mixture.vocab_size}) is larger than the "
                              f"checkpoint's model ({stage.model.vocab_size}); wrong tokenizer?")

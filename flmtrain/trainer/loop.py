@@ -27,7 +27,6 @@ from flm.config.errors import FlmError
 from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.train.checkpoint import (
-    CheckpointError,
     CheckpointMeta,
     checkpoints_root,
     latest_checkpoint,
@@ -172,9 +171,7 @@ class Trainer:
         loaded = load_checkpoint(path, model=self.engine.module, optimizer=self.engine.optimizer)
         self.load_seconds = time.perf_counter() - started
         meta, state = loaded["meta"], loaded["state"]
-        if meta.tokenizer_hash not in (None, self.mixture.tokenizer_hash):
-            raise CheckpointError(f"{path}: trained on tokenizer {meta.tokenizer_hash[:12]}, but the mixture's "
-                             f"shards use {self.mixture.tokenizer_hash[:12]}")
+        meta.check_tokenizer(self.mixture.tokenizer_hash, "the mixture's token shards")
         self.step = state["step"]
         self.data_state = state["data"]
         self.consumed = state["data"]["consumed_samples"]
