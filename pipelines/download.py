@@ -46,6 +46,18 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _CONTENT_RANGE_UNSATISFIED = re.compile(r"bytes \*/(\d+)")
 
 
+def redact(url: str) -> str:
+    """The URL without its query, fragment and user info: signed URLs carry their credentials there, and
+    error messages get pasted into issues and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or parts.scheme == "file":
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
+
+
 class DownloadError(FlmError, RuntimeError):
     """A file could not be fetched; the message names the URL and the last error."""
 
@@ -178,7 +190,7 @@ def _local_path(url: str) -> Path | None:
         return Path(urllib.request.url2pathname(parsed.path))
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # plain path (or a Windows drive letter)
         return Path(url).expanduser()
-    raise DownloadError(f"{url}: unsupported URL scheme {parsed.scheme!r} (use http, https, file or a path)")
+    raise DownloadError(f"{redact(url)}: unsupported URL scheme {parsed.scheme!r} (use http, https, file or a path)")
 
 
 class _Sink:
@@ -224,7 +236,7 @@ class _Sink:
 def _copy_local(src: Path, d: Download, part: Path, report: Callable[[int, int | None], None],
                 cancel: threading.Event | None) -> tuple[int, str, int]:
     if not src.is_file():
-        raise DownloadError(f"{d.url}: no such file")
+        raise DownloadError(f"{redact(d.url)}: no such file")
     total = src.stat().st_size
     offset = part.stat().st_size if part.exists() else 0
     if offset > total:
@@ -250,20 +262,20 @@ def _open(d: Download, offset: int, policy: Policy) -> http.client.HTTPResponse 
     try:
         return urllib.request.urlopen(urllib.request.Request(d.url, headers=headers), timeout=policy.timeout)
     except ValueError as e:
-        raise DownloadError(f"{d.url}: not a valid URL ({e})") from e
+        raise DownloadError(f"{redact(d.url)}: not a valid URL") from e
     except urllib.error.HTTPError as e:
         e.close()
         if e.code == 416 and offset:
             m = _CONTENT_RANGE_UNSATISFIED.match(e.headers.get("Content-Range", ""))
             if m and int(m.group(1)) == offset:
                 return None
-            log.warning("%s: server refused range from byte %d; restarting from 0", d.url, offset)
+            log.warning("%s: server refused range from byte %d; restarting from 0", redact(d.url), offset)
             raise _Retryable("range not satisfiable; restarting from byte 0", True) from e
         if e.code >= 500 or e.code in RETRY_STATUS:
             raise _Retryable(f"HTTP {e.code} {e.reason}") from e
         hint = {401: " (the URL or token is not accepted)", 403: " (the URL or token is not accepted)",
                 404: " (not on this mirror)"}.get(e.code, "")
-        raise DownloadError(f"{d.url}: HTTP {e.code} {e.reason}{hint}") from e
+        raise DownloadError(f"{redact(d.url)}: HTTP {e.code} {e.reason}{hint}") from e
 
 
 def _http_once(d: Download, part: Path, policy: Policy, report: Callable[[int, int | None], None],
@@ -277,7 +289,7 @@ def _http_once(d: Download, part: Path, policy: Policy, report: Callable[[int, i
         return offset, sha256_file(part, cancel=cancel), offset
     with resp:
         if offset and resp.status == 200:
-            log.warning("%s: server ignored the Range request; restarting from byte 0", d.url)
+            log.warning("%s: server ignored the Range request; restarting from byte 0", redact(d.url))
             offset = 0
         elif offset:
             m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
@@ -324,9 +336,10 @@ def _transfer(d: Download, part: Path, policy: Policy, report: Callable[[int, in
                 part.unlink(missing_ok=True)
             reason = str(e) if isinstance(e, _Retryable) else f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             if attempt > policy.retries:
-                raise DownloadError(f"{d.url}: unreachable after {attempt} attempts; last error: {reason}") from e
+                raise DownloadError(f"{redact(d.url)}: unreachable after {attempt} attempts; "
+                                    f"last error: {reason}") from e
             delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
-            log.warning("%s: %s; retry %d/%d in %.1fs", d.url, reason, attempt, policy.retries, delay)
+            log.warning("%s: %s; retry %d/%d in %.1fs", redact(d.url), reason, attempt, policy.retries, delay)
             if cancel is not None and cancel.wait(delay):
                 raise Cancelled from e
             if cancel is None:
@@ -353,7 +366,7 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
                 write_sidecar(d.dest, sha)
             part.unlink(missing_ok=True)  # a leftover from an older attempt, not needed any more
             report(size, size)
-            return Result(d.url, d.dest, size, sha, "present", d.sha256 is not None)
+            return Result(redact(d.url), d.dest, size, sha, "present", d.sha256 is not None)
         moved.append(str(_move_aside(d.dest)))
         log.warning("%s on disk is not the expected file (%s); moved to %s", d.dest, problem, moved[-1])
     attempts, first_offset = 0, None
@@ -365,11 +378,12 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
         if problem is None:
             os.replace(part, d.dest)
             write_sidecar(d.dest, sha)
-            return Result(d.url, d.dest, size, sha, "downloaded", d.sha256 is not None, first_offset, attempts, moved)
+            return Result(redact(d.url), d.dest, size, sha, "downloaded", d.sha256 is not None, first_offset,
+                          attempts, moved)
         moved.append(str(_move_aside(part, d.dest)))
-        log.warning("%s: %s; bad copy moved to %s (fetch %d of %d)", d.url, problem, moved[-1], check + 1,
+        log.warning("%s: %s; bad copy moved to %s (fetch %d of %d)", redact(d.url), problem, moved[-1], check + 1,
                     policy.checksum_retries + 1)
-    raise ChecksumError(f"{d.url}: {problem} on each of {policy.checksum_retries + 1} fetches; "
+    raise ChecksumError(f"{redact(d.url)}: {problem} on each of {policy.checksum_retries + 1} fetches; "
                         f"the last bad copy is {moved[-1]}")
 
 
@@ -422,7 +436,7 @@ def fetch_all(downloads: Sequence[Download], *, workers: int = 4, policy: Policy
                 failures.append((downloads[i], e))
             except OSError as e:  # mkdir, sidecar, os.replace, moving a bad copy aside: this file only
                 d = downloads[i]
-                failures.append((d, DownloadError(f"{d.url} -> {d.dest}: {e}")))
+                failures.append((d, DownloadError(f"{redact(d.url)} -> {d.dest}: {e}")))
     except BaseException:
         cancel.set()
         raise

@@ -496,6 +496,44 @@ def test_wudao_archives_truncated_files_and_json_lines(tmp_path: Path) -> None:
     assert index == 5 and "invalid JSON line" in reason
 
 
+def test_signed_url_secrets_stay_out_of_errors_and_results(server, tmp_path: Path) -> None:
+    secret = "X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA"
+    with pytest.raises(DownloadError) as err:
+        fetch(Download(f"{server.url}/nope.bin?{secret}", tmp_path / "nope.bin"), FAST)
+    assert "HTTP 404" in str(err.value) and "deadbeef" not in str(err.value) and "AKIA" not in str(err.value)
+    url = serve(server, "/f.bin", b"payload")
+    result = fetch(Download(f"{url}?{secret}", tmp_path / "f.bin"), FAST)
+    assert "deadbeef" not in result.url and result.url.endswith("/f.bin?…")
+
+
+@pytest.mark.parametrize("tool", ["unrar", "bsdtar"])
+def test_rar_member_names_are_never_read_as_options(tmp_path: Path, monkeypatch, tool: str) -> None:
+    """A member named like a switch (`-rf.json`) goes after `--`, and the archive by its absolute path."""
+    archive = tmp_path / "-w.rar"
+    archive.write_bytes(b"Rar!\x1a\x07\x00")
+    calls: list[list[str]] = []
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}" if name == tool else None)
+
+    def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="-rf.json\n", stderr="")
+
+    def popen(cmd: list[str], **kwargs: object) -> None:
+        calls.append(cmd)
+        raise OSError("not running archive tools in a test")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    ((name, _, opener),) = list(iter_members(archive))
+    with pytest.raises(OSError, match="not running"), opener():
+        pass
+    assert len(calls) == 2
+    for cmd in calls:
+        assert str(archive.resolve()) in cmd and cmd.index(str(archive.resolve())) > 0
+        if "-rf.json" in cmd:
+            assert cmd.index("-rf.json") > cmd.index("--")
+
+
 def test_wudao_rar_without_a_tool_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "WuDaoCorpus2.0_base_200G.rar").write_bytes(b"Rar!\x1a\x07\x00")
     monkeypatch.setattr("shutil.which", lambda name: None)

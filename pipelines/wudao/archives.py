@@ -55,22 +55,30 @@ def _tar_stream(tf: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[IO[bytes]]:
 
 
 def _rar_tool() -> tuple[list[str], list[str]]:
-    """(list command, print-member command) of the first RAR reader on PATH."""
+    """(list command, print-member command) of the first RAR reader on PATH; each ends where the archive and
+    member names go, after `--`, so that no name from the archive is read as an option."""
     if shutil.which("unrar"):
-        return ["unrar", "lb"], ["unrar", "p", "-inul"]
+        return ["unrar", "lb", "--"], ["unrar", "p", "-inul", "--"]
     if shutil.which("bsdtar"):
-        return ["bsdtar", "-tf"], ["bsdtar", "-xOf"]
+        return ["bsdtar", "-t", "--"], ["bsdtar", "-xO", "--"]
     raise WuDaoError("reading a .rar archive needs `unrar` or `bsdtar` on PATH (apt-get install unrar, or "
                      "libarchive-tools); or extract it yourself and pass the folder with --from")
 
 
 def _rar_members(path: Path) -> Iterator[Member]:
     list_cmd, print_cmd = _rar_tool()
-    listing = subprocess.run([*list_cmd, str(path)], capture_output=True, text=True, check=False)
+    listing = subprocess.run(_with_archive(list_cmd, path), capture_output=True, text=True, check=False)
     if listing.returncode != 0:
         raise WuDaoError(f"{path}: {list_cmd[0]} cannot list it: {listing.stderr.strip()[:500]}")
     for name in sorted(n for n in listing.stdout.splitlines() if _is_json(n)):
-        yield f"{path.name}:{name}", None, lambda name=name: _process_stream([*print_cmd, str(path), name])
+        yield f"{path.name}:{name}", None, lambda name=name: _process_stream([*_with_archive(print_cmd, path), name])
+
+
+def _with_archive(cmd: list[str], path: Path) -> list[str]:
+    """bsdtar names its archive with -f before the `--`; unrar takes it as the first name after it."""
+    if cmd[0] == "bsdtar":
+        return [*cmd[:-1], "-f", str(path.resolve()), "--"]
+    return [*cmd, str(path.resolve())]
 
 
 @contextmanager
