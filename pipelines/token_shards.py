@@ -81,7 +81,26 @@ class Manifest:
             raise TokenShardError(f"{path}: malformed manifest: {err}") from err
         if manifest.format_version != FORMAT_VERSION:
             raise TokenShardError(f"{path}: format_version {manifest.format_version}, this flm reads {FORMAT_VERSION}")
+        manifest.check(path)
         return manifest
+
+    def check(self, path: Path) -> None:
+        """What a manifest must hold before any shard is opened: ids in range, every shard a distinct plain
+        file name inside its folder (no `../`, no path), non-negative counts."""
+        if not (isinstance(self.vocab_size, int) and self.vocab_size > 0):
+            raise TokenShardError(f"{path}: vocab_size must be a positive integer, got {self.vocab_size!r}")
+        if not (isinstance(self.eos_id, int) and 0 <= self.eos_id < self.vocab_size):
+            raise TokenShardError(f"{path}: eos_id {self.eos_id!r} is outside the vocabulary 0..{self.vocab_size - 1}")
+        seen: set[str] = set()
+        for i, shard in enumerate(self.shards):
+            name = shard.name
+            if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+                raise TokenShardError(f"{path}: shards[{i}].name {name!r} must be a file name inside the folder")
+            if name in seen:
+                raise TokenShardError(f"{path}: shard {name!r} is listed twice")
+            seen.add(name)
+            if not all(isinstance(v, int) and v >= 0 for v in (shard.rows, shard.tokens)):
+                raise TokenShardError(f"{path}: shards[{i}] ({name}): rows and tokens must be integers >= 0")
 
 
 def documents_to_batch(token_lists: Sequence[np.ndarray | Sequence[int]], doc_ids: Sequence[str],
@@ -167,19 +186,28 @@ class TokenShards:
         if vocab_size is not None and vocab_size != self.manifest.vocab_size:
             raise TokenShardError(f"{self.directory}: vocab size {self.manifest.vocab_size}, expected {vocab_size}")
         self._chunks: list[_Chunk] = []
+        self._chunk_shards: list[str] = []
         sources: list[pa.Array] = []
         subsets: list[pa.Array] = []
         doc_ids: list[pa.Array] = []
         for info in self.manifest.shards:
             table = self._open(info)
+            tokens = 0
             for batch in table.to_batches():
                 col = batch.column(0)
                 if col.offset != 0:
                     raise TokenShardError(f"{self.directory / info.name}: sliced list arrays are not supported")
-                self._chunks.append(_Chunk(col.values.to_numpy(zero_copy_only=True), col.offsets.to_numpy()))
+                chunk = _Chunk(col.values.to_numpy(zero_copy_only=True), col.offsets.to_numpy())
+                _check_offsets(chunk, self.directory / info.name)
+                self._chunks.append(chunk)
+                self._chunk_shards.append(info.name)
+                tokens += len(chunk.values)
                 doc_ids.append(batch.column(1))
                 sources.append(batch.column(2))
                 subsets.append(batch.column(3))
+            if tokens != info.tokens:
+                raise TokenShardError(f"{self.directory / info.name}: {tokens} tokens but the manifest says "
+                                      f"{info.tokens}")
         lengths = [np.diff(c.offsets).astype(np.int64) for c in self._chunks]
         self.doc_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         """Tokens per document (EOS included), in global document order."""
@@ -204,6 +232,18 @@ class TokenShards:
         if table.num_rows != info.rows:
             raise TokenShardError(f"{path}: {table.num_rows} rows but the manifest says {info.rows}")
         return table
+
+    def check_token_ids(self) -> None:
+        """Every token id below the vocabulary (a pass over all tokens: the mixture's cached index does it once
+        per manifest), so a bad shard fails here and not hours into training as an index error."""
+        first_doc = 0
+        for chunk, shard in zip(self._chunks, self._chunk_shards, strict=True):
+            if len(chunk.values) and int(chunk.values.max()) >= self.vocab_size:
+                position = int(np.argmax(chunk.values >= self.vocab_size))
+                doc = first_doc + int(np.searchsorted(chunk.offsets, position, side="right")) - 1
+                raise TokenShardError(f"{self.directory / shard}: token id {int(chunk.values[position])} (document "
+                                      f"{doc}) is not below the vocabulary size {self.vocab_size}")
+            first_doc += len(chunk.offsets) - 1
 
     @property
     def num_docs(self) -> int:
@@ -262,6 +302,14 @@ class TokenShards:
     def subsets(self) -> np.ndarray:
         """Subset of every document ('' where none), in document order."""
         return np.asarray(self._subsets.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _check_offsets(chunk: _Chunk, path: Path) -> None:
+    """A list column's offsets start at 0, never decrease and end at its token count (else documents overlap)."""
+    offsets = chunk.offsets
+    if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(chunk.values) or (np.diff(offsets) < 0).any():
+        raise TokenShardError(f"{path}: document offsets are not increasing from 0 to the token count; "
+                              "the shard is corrupt: re-tokenize it")
 
 
 def write_shard(path: Path, batches: Iterable[pa.RecordBatch]) -> ShardInfo:

@@ -271,3 +271,46 @@ def test_inspect_needs_neither_orjson_nor_zstandard() -> None:
             "print([m for m in ('orjson', 'zstandard', 'flm.pipelines.tokenize') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _source(directory: Path, docs: list[list[int]], *, vocab: int = 10, eos: int = 9, name: str = "p.arrow",
+            manifest_shards: list[dict] | None = None) -> Path:
+    """A one-shard token directory with the given documents, its manifest editable."""
+    directory.mkdir(parents=True)
+    batch = token_shards.documents_to_batch(docs, [str(i) for i in range(len(docs))], ["s"] * len(docs),
+                                            [""] * len(docs))
+    info = token_shards.write_shard(directory / name, [batch])
+    shards = manifest_shards if manifest_shards is not None else [vars(info)]
+    (directory / "manifest.json").write_text(json.dumps({"tokenizer_hash": "h", "vocab_size": vocab,
+                                                          "eos_id": eos, "shards": shards}))
+    return directory
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"manifest_shards": [{"name": "../other/p.arrow", "rows": 1, "tokens": 3}]}, "must be a file name inside"),
+    ({"manifest_shards": [{"name": "p.arrow", "rows": 1, "tokens": 3}] * 2}, "listed twice"),
+    ({"eos": 10}, "eos_id 10 is outside the vocabulary"),
+    ({"manifest_shards": [{"name": "p.arrow", "rows": 1, "tokens": 99}]}, "3 tokens but the manifest says 99"),
+])
+def test_a_bad_manifest_is_refused_on_open(tmp_path: Path, edit: dict, message: str) -> None:
+    with pytest.raises(TokenShardError, match=message):
+        TokenShards(_source(tmp_path / "src", [[1, 2, 9]], **edit))
+
+
+def test_out_of_range_token_ids_are_found_before_training(tmp_path: Path) -> None:
+    shards = TokenShards(_source(tmp_path / "src", [[1, 2, 9], [3, 12, 9]]))  # opening stays cheap
+    with pytest.raises(TokenShardError, match=r"p\.arrow: token id 12 \(document 1\) is not below the vocabulary"):
+        shards.check_token_ids()
+
+
+def test_decreasing_offsets_are_refused(tmp_path: Path) -> None:
+    offsets = pa.array([0, 3, 1, 4], pa.int32())
+    tokens = pa.ListArray.from_arrays(offsets, pa.array([1, 2, 9, 3], pa.uint32()))
+    batch = pa.record_batch([tokens, pa.array(["a", "b", "c"]), pa.array(["s"] * 3), pa.array([""] * 3)],
+                            schema=token_shards.SCHEMA)
+    directory = tmp_path / "src"
+    directory.mkdir()
+    info = token_shards.write_shard(directory / "p.arrow", [batch])
+    Manifest(tokenizer_hash="h", vocab_size=10, eos_id=9, shards=[info]).save(directory)
+    with pytest.raises(TokenShardError, match="offsets are not increasing"):
+        TokenShards(directory)

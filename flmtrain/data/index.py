@@ -69,6 +69,8 @@ def cache_key(shards: TokenShards, valid_fraction: float) -> str:
 
 
 def build_index(shards: TokenShards, valid_fraction: float) -> SourceIndex:
+    """The index of a source, after checking its token ids once (a cached index means they were checked)."""
+    shards.check_token_ids()
     encoded = pa.array(shards.subsets(), pa.string()).dictionary_encode()
     names = [str(n) for n in encoded.dictionary.to_pylist()]
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32)
