@@ -9,6 +9,7 @@ A damaged zstd stream is an error naming the file: silently losing its tail woul
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ import orjson
 
 from flm.config.errors import FlmError
 from flm.pipelines.jsonl_zst import ZstdStreamError, split_lines, zstd_chunks
+
+log = logging.getLogger(__name__)
 
 CLEAN_PATTERN = "*.jsonl.zst"
 SKIP_REASONS = ("empty", "non_utf8", "malformed")
@@ -90,10 +93,11 @@ def _document(obj: object, where: str, default_source: str) -> Document | str:
 
 
 def zstd_lines(raw: BinaryIO, path: Path) -> Iterator[bytes]:
-    """Lines of a zstd file (one or more frames); a truncated last frame, or no frame at all, is an error."""
+    """Lines of a zstd file (one or more frames); a truncated last frame is an error, an empty file no lines."""
     truncated = f"{path}: cannot decompress: the zstd stream ends mid-frame (truncated file?)"
-    if path.stat().st_size == 0:  # the writer always writes a frame: an empty shard was cut short
-        raise CleanTextError(truncated)
+    if path.stat().st_size == 0:
+        log.warning("%s: empty file (0 bytes): no documents", path)
+        return
     try:
         yield from split_lines(zstd_chunks(raw))
     except ZstdStreamError as err:

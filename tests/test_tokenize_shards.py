@@ -230,6 +230,14 @@ def test_truncated_input_names_the_file(tmp_path: Path, tok_dir: Path) -> None:
         _run(clean, tmp_path / "out", tok_dir)
 
 
+def test_an_empty_input_file_is_no_documents(tmp_path: Path, tok_dir: Path) -> None:
+    clean = tmp_path / "clean"
+    write_clean(clean, "pile", [pile_record(t, i) for i, t in enumerate(documents(50))], per_file=50)
+    (clean / "pile" / "zz.jsonl.zst").write_bytes(b"")
+    result = _run(clean, tmp_path / "out", tok_dir)
+    assert result.documents == 50
+
+
 def test_cli_tokenize_trains_then_inspect(corpus: tuple[Path, dict], tmp_path: Path) -> None:
     runner = CliRunner()
     out, tok = tmp_path / "tokens", tmp_path / "tok"
