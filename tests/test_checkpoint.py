@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from flm.train import checkpoint as ckpt
+from flm.train.checkpoint.integrity import write_checksums
 from flm.train.config import OptimConfig
 from flm.train.trainer.lr_schedule import LRSchedule
 from flm.train.trainer.metrics import read_metrics, truncate_jsonl
@@ -158,15 +159,38 @@ def test_a_crafted_checkpoint_file_runs_no_code(tmp_path, name) -> None:
     path = save(tmp_path / "run", 3, model, opt)
     marker = tmp_path / "ran"
     torch.save({"state": _RunsCode(marker)}, path / name)
+    write_checksums(path)  # a crafted checkpoint comes with matching checksums: the loader must refuse it
     with pytest.raises(ckpt.CheckpointError, match=rf"{name}: refused: holds more than tensors and plain data"):
         ckpt.load_checkpoint(path, model=make_state(1)[0], optimizer=make_state(1)[1])
     assert not marker.exists()
 
 
-def test_a_truncated_checkpoint_file_is_a_clear_error(tmp_path) -> None:
+def test_a_truncated_or_flipped_checkpoint_file_is_found(tmp_path) -> None:
     model, opt = make_state(0)
     path = save(tmp_path / "run", 3, model, opt)
     data = (path / "model.pt").read_bytes()
     (path / "model.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ckpt.CheckpointError, match=r"model\.pt: \d+ bytes, saved as \d+; truncated\?"):
+        ckpt.load_checkpoint(path, model=make_state(1)[0])
+    flipped = bytearray(data)
+    flipped[-100] ^= 0xFF
+    (path / "model.pt").write_bytes(bytes(flipped))
+    with pytest.raises(ckpt.CheckpointError, match=r"model\.pt: contents differ from what was saved"):
+        ckpt.load_checkpoint(path, model=make_state(1)[0])
+    (path / "checksums.json").unlink()  # as saved by an older flm: the loader still names a cut file
+    (path / "model.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ckpt.CheckpointError, match=r"model\.pt: unreadable \(truncated or corrupt\?\)"):
         ckpt.load_checkpoint(path, model=make_state(1)[0])
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, caplog) -> None:
+    model, opt = make_state(0)
+    run = tmp_path / "run"
+    for step in (2, 4):
+        save(ckpt.checkpoints_root(run), step, model, opt)
+    newest = ckpt.checkpoints_root(run) / "step-4" / "optimizer.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    assert ckpt.resolve_resume(run, "latest").name == "step-2"
+    assert "skipping" in caplog.text and "step-4" in caplog.text and "contents differ" in caplog.text

@@ -8,13 +8,17 @@ removed by the next save.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
+from flm.train.checkpoint.integrity import verify_checkpoint
 from flm.train.checkpoint.meta import META_NAME, CheckpointError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_NAME = "state.json"
@@ -42,12 +46,25 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def latest_intact_checkpoint(root: Path) -> Path | None:
+    """The newest checkpoint whose files match their checksums; newer broken ones are skipped with a warning
+    that names each and why (their folders stay, for the user to look at)."""
+    for _, path in reversed(list_checkpoints(root)):
+        try:
+            verify_checkpoint(path)
+        except CheckpointError as err:
+            log.warning("skipping %s for resume: %s", path, err)
+            continue
+        return path
+    return None
+
+
 def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     """`latest` (the run dir's newest checkpoint, if any), `none`, or a checkpoint path."""
     if resume == "none":
         return None
     if resume == "latest":
-        return latest_checkpoint(checkpoints_root(run_dir))
+        return latest_intact_checkpoint(checkpoints_root(run_dir))
     path = Path(resume)
     if not (path / META_NAME).is_file():
         raise CheckpointError(f"{path}: not a checkpoint directory (no {META_NAME})")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from flm.train.checkpoint.integrity import verify_checkpoint, write_checksums
 from flm.train.checkpoint.layout import TMP_PREFIX, commit_directory, prune, read_state, write_state
 from flm.train.checkpoint.meta import META_NAME, CheckpointError, CheckpointMeta, read_meta, write_meta
 from flm.train.checkpoint.rng import RNG_DIR, load_rng, save_rng
@@ -68,6 +69,7 @@ def save_checkpoint(root: Path, step: int, *, model: torch.nn.Module, optimizer:
     _barrier()
     if rank == 0:
         write_state(tmp, state)
+        write_checksums(tmp)
         write_meta(tmp, dataclasses.replace(meta, step=step, format=fmt))
         commit_directory(tmp, final)
         if keep_last > 0:
@@ -84,6 +86,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: Any | None
     """
     path = Path(path)
     meta = read_meta(path)
+    verify_checkpoint(path)
     if meta.format == "torch":
         load_torch_weights(path, model)
         if optimizer is not None:

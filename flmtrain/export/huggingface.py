@@ -23,6 +23,7 @@ import torch
 from flm.config.progress import Progress
 from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta
+from flm.train.checkpoint.integrity import verify_checkpoint
 from flm.train.checkpoint.torch_format import read_torch_weights
 from flm.train.config import ModelConfig
 from flm.train.export.convert import (
@@ -135,6 +136,7 @@ def _model_config(checkpoint: Path, meta: CheckpointMeta) -> ModelConfig:
 
 def _load_weights(checkpoint: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """model.pt's tensors (megatron names), checked against the names and shapes `cfg` builds."""
+    verify_checkpoint(checkpoint)
     saved = read_torch_weights(checkpoint, mmap=True)
     weights = {k: v for k, v in saved.items() if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
     want = param_shapes(cfg)

@@ -20,6 +20,7 @@ import torch
 from flm.config import config_to_dict
 from flm.config.progress import Progress
 from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state
+from flm.train.checkpoint.integrity import verify_checkpoint, write_checksums
 from flm.train.checkpoint.layout import commit_directory, write_state
 from flm.train.checkpoint.meta import write_meta
 from flm.train.checkpoint.rng import RNG_DIR
@@ -72,6 +73,7 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
     _check_memory(param_count(src_stage.model) + param_count(dst_stage.model))
     report = progress or (lambda label, done, total: None)
     report("grow", 0, 3)
+    verify_checkpoint(src)
     weights = read_torch_weights(src)
     saved_opt = load_torch_optimizer(src)
     build = copy.deepcopy(dst_stage)
@@ -118,5 +120,6 @@ def _write(src: Path, out: Path, model: torch.nn.Module, optimizer: torch.optim.
     if (src / RNG_DIR).is_dir():
         shutil.copytree(src / RNG_DIR, tmp / RNG_DIR)
     write_state(tmp, read_state(src))
+    write_checksums(tmp)
     write_meta(tmp, meta)
     commit_directory(tmp, out)
