@@ -106,6 +106,10 @@ class Policy:
     timeout: float = 60.0
     checksum_retries: int = 2
     """Fresh fetches after a copy failed verification."""
+    min_rate: float = 1024.0
+    """Bytes per second below which a transfer counts as stalled (measured over `rate_window` seconds) and is
+    retried: a server trickling a byte at a time never trips the socket timeout."""
+    rate_window: float = 60.0
 
 
 @dataclass
@@ -295,11 +299,12 @@ def _http_once(d: Download, part: Path, policy: Policy, report: Callable[[int, i
             m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != offset:
                 raise _Retryable(f"server sent range {resp.headers.get('Content-Range')!r} for bytes={offset}-", True)
+        _refuse_html(d, resp.headers.get("Content-Type", ""))
         length = resp.headers.get("Content-Length")
         expected_end = offset + int(length) if length is not None else None
         sink = _Sink(part, offset, cancel)
         try:
-            _pump(resp, sink, lambda n: report(n, d.size if d.size is not None else expected_end))
+            _pump(resp, sink, lambda n: report(n, d.size if d.size is not None else expected_end), policy)
         finally:
             sink.close()
     if expected_end is not None and sink.size < expected_end:
@@ -307,17 +312,34 @@ def _http_once(d: Download, part: Path, policy: Policy, report: Callable[[int, i
     return sink.size, sink.hasher.hexdigest(), offset
 
 
-def _pump(resp: http.client.HTTPResponse, sink: _Sink, report: Callable[[int], None]) -> None:
+def _refuse_html(d: Download, content_type: str) -> None:
+    """A web page where a data file was asked for is an error page or a login wall, not the file."""
+    if content_type.split(";")[0].strip().lower() == "text/html" and d.dest.suffix not in (".html", ".htm"):
+        raise DownloadError(f"{redact(d.url)}: the server sent a web page (Content-Type {content_type}), not "
+                            f"{d.dest.name}; the URL may need a login or point at the wrong place")
+
+
+def _pump(resp: http.client.HTTPResponse, sink: _Sink, report: Callable[[int], None], policy: Policy) -> None:
+    """Copy the body to the sink as it arrives (read1: whatever is there, so a trickle still reaches the
+    cancel and rate checks), failing a transfer slower than policy.min_rate over a policy.rate_window."""
     report(sink.size)
+    window_start, window_bytes = time.monotonic(), 0
     while True:
         try:
-            chunk = resp.read(CHUNK)
+            chunk = resp.read1(CHUNK)
         except (OSError, http.client.HTTPException) as e:
             raise _Retryable(f"connection lost at byte {sink.size}: {e!r}") from e
         if not chunk:
             return
         sink.write(chunk)
         report(sink.size)
+        window_bytes += len(chunk)
+        elapsed = time.monotonic() - window_start
+        if elapsed >= policy.rate_window:
+            if window_bytes < policy.min_rate * elapsed:
+                raise _Retryable(f"transfer stalled at byte {sink.size}: {window_bytes / elapsed:.0f} B/s over "
+                                 f"{elapsed:.0f} s (minimum {policy.min_rate:.0f} B/s)")
+            window_start, window_bytes = time.monotonic(), 0
 
 
 def _transfer(d: Download, part: Path, policy: Policy, report: Callable[[int, int | None], None],
@@ -376,6 +398,7 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
         first_offset = offset if first_offset is None else first_offset
         problem = _mismatch(d, size, sha)
         if problem is None:
+            _check_magic(d, part)
             os.replace(part, d.dest)
             write_sidecar(d.dest, sha)
             return Result(redact(d.url), d.dest, size, sha, "downloaded", d.sha256 is not None, first_offset,
@@ -385,6 +408,22 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
                     policy.checksum_retries + 1)
     raise ChecksumError(f"{redact(d.url)}: {problem} on each of {policy.checksum_retries + 1} fetches; "
                         f"the last bad copy is {moved[-1]}")
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _check_magic(d: Download, part: Path) -> None:
+    """A `.zst` file starts with zstd's magic number; anything else (an error page served with status 200) is
+    moved aside, never named complete."""
+    if not d.dest.name.endswith(".zst"):
+        return
+    with open(part, "rb") as fh:
+        head = fh.read(64)
+    if not head.startswith(ZSTD_MAGIC):
+        moved = _move_aside(part, d.dest)
+        raise DownloadError(f"{redact(d.url)}: not a zstd file (it starts with {head[:24]!r}); the server sent "
+                            f"something else, e.g. an error page. Kept as {moved}")
 
 
 def _move_aside(path: Path, dest: Path | None = None) -> Path:
