@@ -482,6 +482,20 @@ def test_wudao_json_arrays_become_16384_doc_shards(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "wudao" / "conversion.json").read_text())["docs"] == 20998
 
 
+def test_wudao_one_invalid_utf8_byte_loses_one_record(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    data = json.dumps(wudao_records(2000), ensure_ascii=False).encode("utf-8")
+    marker = "第1000篇".encode()
+    at = data.index(marker)
+    (raw / "part.json").write_bytes(data[:at] + b"\xff" + data[at + 1:])  # breaks record 1000's first character
+    report = convert(raw, tmp_path / "wudao")
+    assert report.docs == 1999 and report.malformed_count == 1
+    assert (report.malformed[0].index, report.malformed[0].reason) == (1000, "invalid UTF-8 bytes in 'content'")
+    ids = [r["id"] for shard in read_shards(tmp_path / "wudao") for r in shard]
+    assert ids == [i for i in range(2000) if i != 1000]
+
+
 def test_wudao_archives_truncated_files_and_json_lines(tmp_path: Path) -> None:
     zpath = tmp_path / "wudao.zip"
     with zipfile.ZipFile(zpath, "w") as zf:

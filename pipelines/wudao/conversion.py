@@ -72,8 +72,15 @@ def _record(value: Any) -> dict[str, Any] | str:
     content = value.get("content")
     if not isinstance(content, str):
         return "no 'content' string" if content is None else f"'content' is {type(content).__name__}, not a string"
-    return {"id": value.get("id"), "dataType": value.get("dataType") or "", "title": value.get("title") or "",
-            "content": content}
+    record = {"id": value.get("id"), "dataType": value.get("dataType") or "", "title": value.get("title") or "",
+              "content": content}
+    for key, text in record.items():
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a byte that is not UTF-8, kept as a lone surrogate by the reader
+                return f"invalid UTF-8 bytes in '{key}'"
+    return record
 
 
 def convert(src: Path | list[Path], out_dir: Path, *, shard_docs: int = SHARD_DOCS,
@@ -133,7 +140,9 @@ def _convert_member(name: str, size: int | None, opener: Callable[[], AbstractCo
     index = -1
     try:
         with opener() as raw:
-            text = io.TextIOWrapper(io.BufferedReader(_Counting(raw, on_read), BLOCK), encoding="utf-8")
+            # surrogateescape: a byte that is not UTF-8 spoils only its own record (see _record), not the file
+            text = io.TextIOWrapper(io.BufferedReader(_Counting(raw, on_read), BLOCK), encoding="utf-8",
+                                    errors="surrogateescape")
             for index, value in iter_json_values(text):
                 rec = _record(value) if not isinstance(value, ValueError) else str(value)
                 if isinstance(rec, str):
