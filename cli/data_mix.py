@@ -13,7 +13,7 @@ from flm.config import find_config, load_config
 
 def mix_report(
     mixture: Annotated[str, typer.Argument(help="A mixture YAML, or a bundled name under configs/mixtures/.")],
-    samples: Annotated[int, typer.Option("--samples", "-n", help="Training samples to account for.")] = 100_000,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Training samples to account for.")] = 100_000,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key, e.g. --set seq_len=1024.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:

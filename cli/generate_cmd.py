@@ -12,13 +12,13 @@ from flm.cli.render import console, emit_json
 
 
 def generate(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory (runs/NAME/checkpoints/step-N).")],
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint (runs/NAME/checkpoints/step-N) or a run dir.")],
     prompt: Annotated[list[str], typer.Option(help="A prompt to continue; repeat for several.")],
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer directory; default: the one that made the "
                                                          "checkpoint's training data (from its manifest).")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt at most.")] = 48,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.8,
-    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = all).")] = 40,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate per prompt at most.")] = 48,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 = greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(min=0, help="Sample among the k most likely tokens (0 = all).")] = 40,
     seed: Annotated[int, typer.Option(help="Sampling seed (same seed, same text).")] = 0,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:

@@ -45,13 +45,13 @@ def grow(
 
 
 def _dry_run(dst: Any, checkpoint: Path | None, from_: str | None, json_: bool) -> None:
-    from flm.train.checkpoint import read_meta
+    from flm.train.checkpoint import read_meta, resolve_checkpoint
     from flm.train.growth.dry_run import plan_growth
     from flm.train.growth.grow_checkpoint import source_stage, target_stage
 
     if (checkpoint is None) == (from_ is None):
         fail("--dry-run needs exactly one source: --from STAGE or --checkpoint C")
-    src = _stage(from_) if from_ is not None else source_stage(read_meta(checkpoint), checkpoint)
+    src = _stage(from_) if from_ is not None else source_stage(read_meta(resolve_checkpoint(checkpoint)), checkpoint)
     plan = plan_growth(src, target_stage(dst, src))
     if json_:
         emit_json(plan)

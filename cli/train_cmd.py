@@ -38,7 +38,7 @@ def train(
     stage: Annotated[str, typer.Option(help="Stage config: a bundled name (tiny, 1b, 101b, ...) or a YAML path.")],
     mixture: Annotated[Path | None, typer.Option(help="Mixture YAML naming the token shards.")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (checkpoints, logs).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default: the stage's train.steps).")] = None,
+    steps: Annotated[int | None, typer.Option(min=0, help="Total optimizer steps (default: train.steps).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a stage key, e.g. optim.lr=1e-3.")] = None,
     resume: Annotated[str, typer.Option(help="latest (the run dir's newest checkpoint), none, or a path.")] = "latest",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: params, memory, FLOPs, command.")] = False,
@@ -97,10 +97,10 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint directory (runs/NAME/checkpoints/step-N).")],
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint (runs/NAME/checkpoints/step-N) or a run dir.")],
     mixture: Annotated[Path | None, typer.Option(help="Mixture YAML (default: the checkpoint's).")] = None,
-    batches: Annotated[int | None, typer.Option(help="Only the first N micro-batches of the split.")] = None,
-    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Sequences per micro-batch.")] = None,
+    batches: Annotated[int | None, typer.Option(min=1, help="Only the first N micro-batches of the split.")] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", min=1, help="Sequences per micro-batch.")] = None,
     by_source: Annotated[bool, typer.Option("--by-source", help="Also the loss of each source's held-out "
                                                                 "documents on their own (e.g. pile, wudao).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,

@@ -328,3 +328,22 @@ def test_eval_refuses_shards_of_another_tokenizer(mixture: MixtureConfig, byte_s
     refused = CliRunner().invoke(app, ["eval", "--checkpoint", result.checkpoint, "--mixture", str(mix)])
     assert refused.exit_code == 1
     assert "was trained on tokenizer bytes-v1, not another-v2 (the mixture's token shards)" in refused.stderr
+
+
+def test_eval_takes_a_run_directory_and_names_what_is_missing(mixture: MixtureConfig, tmp_path: Path) -> None:
+    train_mod.train(stage(*FAST, "train.save_every=1"), mixture, tmp_path / "run", steps=2)
+    runner = CliRunner()
+    by_run = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run"), "--batches", "1", "--json"])
+    assert by_run.exit_code == 0, by_run.output
+    assert json.loads(by_run.stdout)["checkpoint"].endswith("step-2")
+    missing = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "nosuch" / "step-1")])
+    assert missing.exit_code == 1 and "nosuch/step-1: does not exist" in missing.stderr
+    empty = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path)])
+    assert empty.exit_code == 1 and "neither a checkpoint" in empty.stderr
+
+
+@pytest.mark.parametrize("args", [["train", "--stage", "tiny", "--steps", "-5", "--dry-run"],
+                                  ["generate", "--checkpoint", ".", "--prompt", "x", "--temperature", "-1"]])
+def test_negative_counts_are_refused_by_the_cli(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Invalid value" in result.output

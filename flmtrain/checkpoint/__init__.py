@@ -10,6 +10,7 @@ from flm.train.checkpoint.layout import (
     latest_checkpoint,
     list_checkpoints,
     read_state,
+    resolve_checkpoint,
     resolve_resume,
 )
 from flm.train.checkpoint.meta import META_NAME, CheckpointError, CheckpointMeta, read_meta
@@ -26,6 +27,7 @@ __all__ = [
     "load_checkpoint",
     "read_meta",
     "read_state",
+    "resolve_checkpoint",
     "resolve_resume",
     "save_checkpoint",
     "set_rng_state",

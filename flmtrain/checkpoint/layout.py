@@ -59,6 +59,23 @@ def latest_intact_checkpoint(root: Path) -> Path | None:
     return None
 
 
+def resolve_checkpoint(path: Path | str) -> Path:
+    """What a user names as a checkpoint: a `step-N` folder, or a run directory (or its checkpoints/ folder),
+    meaning its newest intact checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: does not exist")
+    if (path / META_NAME).is_file():
+        return path
+    for root in (checkpoints_root(path), path):
+        if root.is_dir() and list_checkpoints(root):
+            found = latest_intact_checkpoint(root)
+            if found is None:
+                raise CheckpointError(f"{root}: every checkpoint fails its checksums")
+            return found
+    raise CheckpointError(f"{path}: neither a checkpoint (no {META_NAME}) nor a run directory with checkpoints")
+
+
 def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     """`latest` (the run dir's newest checkpoint, if any), `none`, or a checkpoint path."""
     if resume == "none":

@@ -22,7 +22,7 @@ import torch
 
 from flm.config.progress import Progress
 from flm.tokenizer.meta import TokenizerError, TokenizerMeta
-from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta
+from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta, resolve_checkpoint
 from flm.train.checkpoint.integrity import verify_checkpoint
 from flm.train.checkpoint.torch_format import read_torch_weights
 from flm.train.config import ModelConfig
@@ -62,6 +62,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
         raise ExportError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     if out.exists():
         raise ExportError(f"{out} already exists; choose a new --out")
+    checkpoint = resolve_checkpoint(checkpoint)
     meta = read_meta(checkpoint)
     cfg = _model_config(checkpoint, meta)
     if fmt == "llama" and (bad := llama_incompatible(cfg)):

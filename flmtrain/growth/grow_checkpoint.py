@@ -19,7 +19,7 @@ import torch
 
 from flm.config import config_to_dict
 from flm.config.progress import Progress
-from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state
+from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state, resolve_checkpoint
 from flm.train.checkpoint.integrity import verify_checkpoint, write_checksums
 from flm.train.checkpoint.layout import commit_directory, write_state
 from flm.train.checkpoint.meta import write_meta
@@ -53,7 +53,7 @@ def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
 def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps: int,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Grow checkpoint `src` into `dst_stage`'s shape and write it to `out`; returns the growth record."""
-    src, out = Path(src), Path(out)
+    src, out = resolve_checkpoint(src), Path(out)
     meta = read_meta(src)
     if meta.format != "torch":
         raise GrowthError(f"{src}: checkpoint format {meta.format!r}; flm grow reads the torch format that "

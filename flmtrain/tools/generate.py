@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from flm.tokenizer.load import load_tokenizer
-from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta
+from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta, resolve_checkpoint
 from flm.train.distributed.parallel import distributed
 from flm.train.growth import resume_ramp
 from flm.train.model.gpt import build_model
@@ -56,6 +56,7 @@ def sample_tokens(model: torch.nn.Module, prompt_ids: list[int], *, vocab_size: 
 def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None = None, max_new_tokens: int = 48,
              temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> list[Generation]:
     """Load a checkpoint (grown ones included) and continue each prompt."""
+    checkpoint = resolve_checkpoint(checkpoint)
     meta = read_meta(checkpoint)
     stage = meta.load_stage()
     tokenizer = load_tokenizer(tokenizer_dir or meta.tokenizer_dir())

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flm.config import ConfigError
-from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta
+from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta, resolve_checkpoint
 from flm.train.data.config import MixtureConfig
 from flm.train.data.mixture import open_mixture
 from flm.train.distributed.collectives import all_reduce_sum, data_parallel
@@ -63,6 +63,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
     the checkpoint's meta.json. `by_source` also evaluates each source's held-out documents on their own
     (the same documents the blend holds out), e.g. English and Chinese apart; `max_batches` applies to each.
     """
+    path = resolve_checkpoint(path)
     meta = read_meta(path)
     stage = meta.load_stage()
     mixture_cfg = mixture_cfg or meta.load_mixture()
