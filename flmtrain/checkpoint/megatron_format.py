@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 
-DIST_DIR = "dist"
+from flm.train.checkpoint.dist_tensors import read_dist_metadata
 
 
 def _rank() -> int:
@@ -44,7 +44,14 @@ def save_megatron(path: Path, model: torch.nn.Module, optimizer: Any, sharding: 
 
 def load_megatron(path: Path, model: torch.nn.Module, optimizer: Any | None) -> None:
     """Load into this process's shards, whatever layout wrote the checkpoint (within what its optimizer
-    sharding allows: see DEFAULT_SHARDING)."""
+    sharding allows: see DEFAULT_SHARDING).
+
+    `.metadata` is a pickle that megatron unpickles as it is: it is first read through flm's restricted
+    unpickler, which refuses anything but checkpoint metadata. The optimizer's hyperparameters come from
+    this run's config (so a grown checkpoint, whose μP multipliers differ, loads too); the checkpoint
+    gives Adam's step and state.
+    """
+    read_dist_metadata(path)
     model_sd = model.sharded_state_dict()
     sharded: dict[str, Any] = {"model": model_sd}
     if optimizer is not None:
@@ -55,7 +62,22 @@ def load_megatron(path: Path, model: torch.nn.Module, optimizer: Any | None) -> 
     loaded = dist_checkpointing.load(sharded, str(path))
     model.load_state_dict(loaded["model"])
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        optimizer.load_state_dict(_own_param_groups(optimizer, loaded["optimizer"]))
+
+
+def _own_param_groups(optimizer: Any, loaded: dict[str, Any]) -> dict[str, Any]:
+    """`loaded` with its param groups replaced by this optimizer's own, at the checkpoint's Adam step."""
+    saved = (loaded.get("optimizer") or {}).get("param_groups")
+    if not saved or not hasattr(optimizer, "optimizer") or optimizer.optimizer is None:
+        return loaded
+    steps = {g["step"] for g in saved if "step" in g}
+    own = []
+    for group in optimizer.optimizer.param_groups:
+        mine = {k: v for k, v in group.items() if k != "params"}
+        if steps:
+            mine["step"] = max(steps)
+        own.append(mine)
+    return {**loaded, "optimizer": {**loaded["optimizer"], "param_groups": own}}
 
 
 def _keep_torch_adam_step(optimizer: Any) -> None:

@@ -19,10 +19,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from flm.train.checkpoint.dist_tensors import DIST_DIR
 from flm.train.checkpoint.integrity import verify_checkpoint, write_checksums
 from flm.train.checkpoint.layout import TMP_PREFIX, commit_directory, prune, read_state, write_state
 from flm.train.checkpoint.meta import META_NAME, CheckpointError, CheckpointMeta, read_meta, write_meta
 from flm.train.checkpoint.rng import RNG_DIR, load_rng, save_rng
+from flm.train.checkpoint.tensors import MegatronTensors, load_into
 from flm.train.checkpoint.torch_format import load_torch_optimizer, load_torch_weights, save_torch
 
 FORMATS = ("torch", "megatron")
@@ -62,7 +64,7 @@ def save_checkpoint(root: Path, step: int, *, model: torch.nn.Module, optimizer:
         if rank == 0:
             save_torch(tmp, model, optimizer)
     else:
-        from flm.train.checkpoint.megatron_format import DIST_DIR, save_megatron  # CUDA only
+        from flm.train.checkpoint.megatron_format import save_megatron  # CUDA only
 
         save_megatron(tmp / DIST_DIR, model, optimizer, optimizer_sharding)
     save_rng(tmp, rank)
@@ -78,8 +80,15 @@ def save_checkpoint(root: Path, step: int, *, model: torch.nn.Module, optimizer:
     return final
 
 
+def _on_gpu(model: torch.nn.Module) -> bool:
+    return any(p.is_cuda for p in model.parameters())
+
+
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: Any | None = None) -> dict[str, Any]:
     """Load model (and optimizer, if given) state in place; returns {"meta", "state", "rng"} (this rank's RNG).
+
+    A GPU (megatron) checkpoint loads into a GPU model through megatron-core, whatever TP/PP/DP layout wrote
+    it, and into a CPU model (the CPU engine: evaluation, generation, training) tensor by tensor.
 
     RNG is returned, not applied: the caller restores it right before the first step, so nothing
     set up in between perturbs it.
@@ -91,8 +100,10 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: Any | None
         load_torch_weights(path, model)
         if optimizer is not None:
             optimizer.load_state_dict(load_torch_optimizer(path)["state_dict"])
+    elif meta.format == "megatron" and not _on_gpu(model):
+        load_into(MegatronTensors(path), model, optimizer, source=path)
     elif meta.format == "megatron":
-        from flm.train.checkpoint.megatron_format import DIST_DIR, load_megatron  # CUDA only
+        from flm.train.checkpoint.megatron_format import load_megatron  # CUDA only
 
         load_megatron(path / DIST_DIR, model, optimizer)
     else:

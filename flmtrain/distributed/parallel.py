@@ -128,6 +128,16 @@ def destroy_parallel() -> None:
     _owned_group = False
 
 
+def fit_layout(stage: StageConfig) -> StageConfig:
+    """`stage` with the TP x PP that this launch can run: the stage's own when the world size (torchrun's
+    WORLD_SIZE, else 1) divides by it, else one rank per model copy (e.g. evaluating a TP=2 checkpoint
+    in one process). Loading reshards either way."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world % (stage.parallel.tp * stage.parallel.pp):
+        stage.parallel.tp = stage.parallel.pp = 1
+    return stage
+
+
 @contextmanager
 def distributed(stage: StageConfig, seed: int) -> Iterator[ParallelInfo]:
     """The process group and megatron's groups for `stage` (torchrun's environment or one process), torn down

@@ -14,7 +14,7 @@ from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta, re
 from flm.train.data.config import MixtureConfig
 from flm.train.data.mixture import open_mixture
 from flm.train.distributed.collectives import all_reduce_sum, data_parallel
-from flm.train.distributed.parallel import distributed
+from flm.train.distributed.parallel import distributed, fit_layout
 from flm.train.engine import make_engine
 from flm.train.growth import resume_ramp
 
@@ -65,7 +65,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
     """
     path = resolve_checkpoint(path)
     meta = read_meta(path)
-    stage = meta.load_stage()
+    stage = fit_layout(meta.load_stage())
     mixture_cfg = mixture_cfg or meta.load_mixture()
     start = time.perf_counter()
     with distributed(stage, seed=stage.train.seed) as parallel:
