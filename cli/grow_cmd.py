@@ -70,6 +70,8 @@ def _dry_run(dst: Any, checkpoint: Path | None, from_: str | None, json_: bool) 
                   f"{plan['copied_into_new_layers']:,}, fresh {plan['fresh_entries']:,}; "
                   f"Adam state {plan['optimizer_state_gib']['before']} -> {plan['optimizer_state_gib']['after']} GiB; "
                   "no weights allocated", highlight=False)
+    console.print(f"growing streams tensor by tensor: host memory at most {plan['host_memory_gib']} GiB",
+                  highlight=False)
 
 
 def _grow(checkpoint: Path, dst: Any, out: Path, ramp_steps: int, json_: bool) -> None:

@@ -244,8 +244,10 @@ def test_clear_errors(tmp_path: Path) -> None:
         (copy / "meta.json").write_text(json.dumps({**meta, **changes}))
         return copy
 
-    with pytest.raises(ExportError, match="format 'megatron'.*GPU"):
+    with pytest.raises(CheckpointError, match=r"dist/\.metadata: missing"):  # says megatron, holds no dist/
         export_checkpoint(edited("gpu", format="megatron"), tmp_path / "a")
+    with pytest.raises(ExportError, match="unknown checkpoint format 'jax'"):
+        export_checkpoint(edited("jax", format="jax"), tmp_path / "b")
     stage = config_to_dict(StageConfig(model=replace(FLM, layers=2)))
     with pytest.raises(CheckpointError, match="missing.*decoder.layers.2"):
         export_checkpoint(edited("shape", stage_config=stage), tmp_path / "d")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,22 @@ def stacked_key(name: str) -> tuple[str, int | None]:
     return name, None
 
 
+def saved_adam_step(optimizer_state: dict[str, Any]) -> float:
+    """Adam's step as a checkpoint's common state holds it: flm's `adam_step`, or the param groups' `step` of
+    megatron's own layout (checkpoints of earlier flm versions)."""
+    if "adam_step" in optimizer_state:
+        return float(optimizer_state["adam_step"])
+    groups = (optimizer_state.get("optimizer") or {}).get("param_groups") or []
+    steps = [float(g["step"]) for g in groups if "step" in g]
+    return max(steps, default=0.0)
+
+
 # ------------------------------------------------------------------------------------------------ reading
 
 _ALLOWED_MODULES = ("torch.distributed.checkpoint.", "collections")
 _ALLOWED = {("torch", "Size"), ("torch", "device"), ("builtins", "set"), ("builtins", "frozenset"),
-            ("builtins", "slice"), ("torch.serialization", "_get_layout")}
+            ("builtins", "slice"), ("torch.serialization", "_get_layout"),
+            ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath")}
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -225,8 +237,10 @@ def write_dist(directory: Path, tensors: dict[str, LazyTensor], objects: dict[st
         buffer = io.BytesIO()
         torch.save(value, buffer)
         state[key] = buffer
-    dcp_save(state, storage_writer=FileSystemWriter(str(directory), single_file_per_rank=True, thread_count=1),
-             planner=_LazyPlanner(), no_dist=True)
+    with warnings.catch_warnings():  # "torch.distributed is disabled ...": one writer is what we mean
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        dcp_save(state, storage_writer=FileSystemWriter(str(directory), single_file_per_rank=True, thread_count=1),
+                 planner=_LazyPlanner(), no_dist=True)
     torch.save(common, directory / COMMON_NAME)
     (directory / BACKEND_NAME).write_text(BACKEND + "\n", encoding="utf-8")
 

@@ -20,6 +20,7 @@ from flm.train.checkpoint.dist_tensors import (
     OPTIMIZER_PREFIX,
     STACKED_PREFIX,
     DistReader,
+    saved_adam_step,
     stacked_key,
 )
 from flm.train.checkpoint.meta import CheckpointError, read_meta
@@ -100,13 +101,10 @@ class MegatronTensors:
 
 
 def _common_step(path: Path) -> float | None:
-    """Adam's step from megatron's common.pt (its param groups carry it without Apex/Transformer Engine)."""
+    """Adam's step from common.pt."""
     if not path.is_file():
         return None
-    common = load_plain(path)
-    groups = ((common.get("optimizer") or {}).get("optimizer") or {}).get("param_groups") or []
-    steps = [float(g["step"]) for g in groups if "step" in g]
-    return max(steps) if steps else None
+    return saved_adam_step(load_plain(path).get("optimizer") or {})
 
 
 def open_tensors(path: Path) -> CheckpointTensors:

@@ -24,7 +24,8 @@ from flm.config.progress import Progress
 from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta, resolve_checkpoint
 from flm.train.checkpoint.integrity import verify_checkpoint
-from flm.train.checkpoint.torch_format import read_torch_weights
+from flm.train.checkpoint.store import FORMATS as CHECKPOINT_FORMATS
+from flm.train.checkpoint.tensors import open_tensors
 from flm.train.config import ModelConfig
 from flm.train.export.convert import (
     ExportError,
@@ -115,13 +116,9 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
 def _model_config(checkpoint: Path, meta: CheckpointMeta) -> ModelConfig:
     """The checkpoint's model config, once it is known to be a complete, readable, exportable checkpoint."""
     fmt = meta.format
-    if fmt == "megatron":
-        raise ExportError(f"{checkpoint}: a GPU-path checkpoint (format 'megatron', megatron-core "
-                          "dist_checkpointing shards). Those are read only by megatron's distributed loader on GPUs "
-                          "with the run's parallel layout; flm export reads the torch format that the CPU path "
-                          "writes (train with --set train.device=cpu)")
-    if fmt != "torch":
-        raise ExportError(f"{checkpoint / META_NAME}: unknown checkpoint format {fmt!r}; flm export reads 'torch'")
+    if fmt not in CHECKPOINT_FORMATS:
+        raise ExportError(f"{checkpoint / META_NAME}: unknown checkpoint format {fmt!r}; flm export reads "
+                          f"{', '.join(CHECKPOINT_FORMATS)}")
     if not meta.stage_config:
         raise ExportError(f"{checkpoint / META_NAME}: no stage_config; cannot tell the model's architecture")
     step = meta.step
@@ -136,19 +133,19 @@ def _model_config(checkpoint: Path, meta: CheckpointMeta) -> ModelConfig:
 
 
 def _load_weights(checkpoint: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """model.pt's tensors (megatron names), checked against the names and shapes `cfg` builds."""
+    """The checkpoint's weights (megatron names; any engine, any layout), checked against the names and shapes
+    `cfg` builds."""
     verify_checkpoint(checkpoint)
-    saved = read_torch_weights(checkpoint, mmap=True)
-    weights = {k: v for k, v in saved.items() if isinstance(v, torch.Tensor) and not k.endswith("_extra_state")}
+    tensors = open_tensors(checkpoint)
     want = param_shapes(cfg)
-    missing = sorted(set(want) - set(weights))
-    unexpected = sorted(set(weights) - set(want))
-    wrong = [f"{k} {tuple(weights[k].shape)} (config says {want[k]})" for k in want
-             if k in weights and tuple(weights[k].shape) != want[k]]
+    missing = sorted(set(want) - set(tensors.shapes))
+    unexpected = sorted(set(tensors.shapes) - set(want))
+    wrong = [f"{k} {tensors.shapes[k]} (config says {want[k]})" for k in want
+             if k in tensors.shapes and tensors.shapes[k] != want[k]]
     if missing or unexpected or wrong:
-        raise CheckpointError(f"{checkpoint / 'model.pt'}: weights do not match meta.json's stage_config: "
+        raise CheckpointError(f"{checkpoint}: weights do not match meta.json's stage_config: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}")
-    return weights
+    return {name: tensors.weight(name) for name in want}
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], directory: Path, dtype: torch.dtype, max_shard_bytes: int,

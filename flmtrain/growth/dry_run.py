@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from flm.train.config import StageConfig
+from flm.train.config import ModelConfig, StageConfig
 from flm.train.growth.layout import LAYER_RE, new_layer_source, param_shapes, placement
 from flm.train.growth.spec import GrowthError, check_growth
 from flm.train.model.size import param_count
@@ -22,6 +22,13 @@ ADAM_BYTES = 12
 def _generic(name: str) -> str:
     match = LAYER_RE.match(name)
     return f"decoder.layers.{{i}}.{match.group(2)}" if match else name
+
+
+def memory_bound(src: ModelConfig, dst: ModelConfig) -> int:
+    """Bytes of host memory `flm grow` uses at most: it streams one tensor at a time, so 2 GiB (Python, torch,
+    buffers) + 4x the largest single tensor in fp32 (the source tensor, the grown one, its write copy)."""
+    largest = max(math.prod(s) for s in [*param_shapes(src).values(), *param_shapes(dst).values()])
+    return 2 * 2**30 + 4 * 4 * largest
 
 
 def plan_growth(src: StageConfig, dst: StageConfig) -> dict[str, Any]:
@@ -61,6 +68,7 @@ def plan_growth(src: StageConfig, dst: StageConfig) -> dict[str, Any]:
                   "layers": d.layers - s.layers},
         "optimizer_state_gib": {"before": round(before * ADAM_BYTES / 1024**3, 1),
                                 "after": round(after * ADAM_BYTES / 1024**3, 1)},
+        "host_memory_gib": round(memory_bound(src.model, dst.model) / 1024**3, 1),
         "tensors": list(tensors.values()),
         "weights_allocated": False,
     }

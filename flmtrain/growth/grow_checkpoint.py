@@ -1,16 +1,23 @@
-"""`flm grow` on a saved checkpoint: a new checkpoint of the target stage's shape, same function.
+"""`flm grow` on a saved checkpoint: a new checkpoint of the target stage's shape, same function, streamed.
 
-Reads a torch-format checkpoint (flm.train.checkpoint.torch_format, the CPU engine's), builds the target stage's model
-and optimizer exactly as training builds them (so `flm train --stage TARGET --resume OUT` loads it
-as is), grows weights and Adam moments into them and writes the same layout atomically, with the
-target stage's config and a growth_history record in meta.json. The masks are not weights: the
-record says where they stand, and training (or evaluation) reinstalls them from it.
+Any checkpoint grows (CPU or GPU engine, any TP/PP/DP layout: flm.train.checkpoint.tensors reads it one
+tensor at a time). The grown checkpoint is written in the GPU engine's layout-free format (megatron
+dist_checkpointing, per-parameter optimizer state), so `flm train --stage TARGET --resume OUT` loads it on
+GPUs under any TP/PP/DP and on the CPU engine alike. Each grown tensor is made when the writer reaches it
+(the target's own init, the old entries placed where `layout.placement` says, Adam moments carried), so
+host memory holds a few tensors at a time, never the model: see dry_run.memory_bound.
+
+The masks are not weights: the growth_history record in meta.json says where they stand, and training
+(or evaluation) reinstalls them from it.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import shutil
+import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,19 +27,22 @@ import torch
 from flm.config import config_to_dict
 from flm.config.progress import Progress
 from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state, resolve_checkpoint
+from flm.train.checkpoint.dist_tensors import DIST_DIR, OPTIMIZER_PREFIX, LazyTensor, stacked_key, write_dist
 from flm.train.checkpoint.integrity import verify_checkpoint, write_checksums
 from flm.train.checkpoint.layout import commit_directory, write_state
 from flm.train.checkpoint.meta import write_meta
 from flm.train.checkpoint.rng import RNG_DIR
-from flm.train.checkpoint.torch_format import load_torch_optimizer, read_torch_weights, save_torch
-from flm.train.config import StageConfig
-from flm.train.distributed.parallel import distributed
-from flm.train.engine import CpuEngine
-from flm.train.growth.grow import grow_from_state
-from flm.train.growth.ramp import ramping
-from flm.train.growth.spec import GrowthError, check_growth
-from flm.train.growth.transfer import named_state_from_saved
-from flm.train.model.size import param_count
+from flm.train.checkpoint.tensors import CheckpointTensors, open_tensors
+from flm.train.config import ModelConfig, StageConfig
+from flm.train.growth.layout import LAYER_RE, Placement, param_shapes, placement
+from flm.train.growth.ramp import growth_record, ramping
+from flm.train.growth.spec import GrowthError, GrowthSpec, check_growth
+from flm.train.growth.transfer import grid_index
+from flm.train.model.gpt import hidden_init_std
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+EXTRA_STATE = ("self_attention.linear_proj", "self_attention.linear_qkv", "mlp.linear_fc1", "mlp.linear_fc2")
+"""The layer modules whose (empty) `_extra_state` megatron-core stores per layer and expects back."""
 
 
 def source_stage(meta: CheckpointMeta, path: Path) -> StageConfig:
@@ -50,15 +60,95 @@ def target_stage(dst: StageConfig, src: StageConfig) -> StageConfig:
     return dst
 
 
+def fresh_tensor(name: str, shape: tuple[int, ...], cfg: ModelConfig, seed: int) -> torch.Tensor:
+    """Parameter `name` as the target model initializes it (its own generator per name, so every copy
+    of it, weight and master weight, is the same)."""
+    if name.endswith(".bias"):
+        return torch.zeros(shape)
+    if "layernorm" in name:
+        return torch.ones(shape)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+    if name == "embedding.word_embeddings.weight":
+        std = cfg.init_std
+    elif name.endswith(("linear_proj.weight", "linear_fc2.weight")):
+        std = hidden_init_std(cfg) / math.sqrt(2.0 * cfg.layers)
+    else:
+        std = hidden_init_std(cfg)
+    return torch.empty(shape).normal_(0.0, std, generator=generator)
+
+
+class _Grower:
+    """Makes each grown tensor (weight, master weight, moments) from the source on demand."""
+
+    def __init__(self, tensors: CheckpointTensors, spec: GrowthSpec, dst: ModelConfig, vocab: int, seed: int,
+                 progress: Callable[[], None]) -> None:
+        self.tensors, self.spec, self.dst, self.vocab, self.seed = tensors, spec, dst, vocab, seed
+        self.progress = progress
+
+    def _where(self, name: str) -> Placement:
+        where = placement(name, self.spec, self.vocab)
+        if where.source not in self.tensors.shapes:
+            raise GrowthError(f"the source checkpoint has no {where.source!r} (needed for {name})")
+        want = tuple(len(i) for i in where.index)
+        if self.tensors.shapes[where.source] != want:
+            raise GrowthError(f"{where.source}: shape {self.tensors.shapes[where.source]} in the source does not "
+                              f"match the source config's {want} (needed for {name}); is it of that stage?")
+        return where
+
+    def weight(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        where = self._where(name)
+        grown = fresh_tensor(name, shape, self.dst, self.seed)
+        grown[grid_index(where.index)] = self.tensors.weight(where.source).float() * where.scale
+        self.progress()
+        return grown
+
+    def moment(self, name: str, shape: tuple[int, ...], key: str) -> torch.Tensor:
+        where = self._where(name)
+        grown = torch.zeros(shape)
+        moments = None if where.new_layer else self.tensors.moments(where.source)
+        if moments is not None:
+            power = 2 if key.endswith("sq") else 1
+            grown[grid_index(where.index)] = moments[key].float() / where.scale ** power
+        self.progress()
+        return grown
+
+
+def _grown_entries(grower: _Grower, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
+                   layers: int) -> dict[str, LazyTensor]:
+    """Every tensor of the grown checkpoint, layers stacked as megatron stores them, in writing order."""
+    keys: dict[str, list[str]] = {}
+    for name in shapes:
+        keys.setdefault(stacked_key(name)[0], []).append(name)
+    entries: dict[str, LazyTensor] = {}
+    for key, names in keys.items():
+        shape = shapes[names[0]]
+        stacked = LAYER_RE.match(names[0]) is not None
+        full = (layers, *shape) if stacked else shape
+
+        def lazy(make: Callable[[str], torch.Tensor], out: torch.dtype, names: list[str] = names,
+                 stacked: bool = stacked, full: tuple[int, ...] = full) -> LazyTensor:
+            if stacked:
+                return LazyTensor.stacked(full, out, [lambda n=n: make(n) for n in names])
+            return LazyTensor.whole(full, out, lambda: make(names[0]))
+
+        entries[key] = lazy(lambda n: grower.weight(n, shapes[n]), dtype)
+        entries[f"{OPTIMIZER_PREFIX}param.{key}"] = lazy(lambda n: grower.weight(n, shapes[n]), torch.float32)
+        for moment in ("exp_avg", "exp_avg_sq"):
+            entries[f"{OPTIMIZER_PREFIX}{moment}.{key}"] = lazy(
+                lambda n, m=moment: grower.moment(n, shapes[n], m), torch.float32)
+    return entries
+
+
+def _extra_states(layers: int) -> dict[str, None]:
+    return {f"decoder.layers.{module}._extra_state/shard_{i}_{layers}": None
+            for i in range(layers) for module in EXTRA_STATE}
+
+
 def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps: int,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Grow checkpoint `src` into `dst_stage`'s shape and write it to `out`; returns the growth record."""
     src, out = resolve_checkpoint(src), Path(out)
     meta = read_meta(src)
-    if meta.format != "torch":
-        raise GrowthError(f"{src}: checkpoint format {meta.format!r}; flm grow reads the torch format that "
-                          "the CPU path writes. Growing a GPU (megatron dist_checkpointing) checkpoint is not "
-                          "supported yet; for a small stage on a GPU machine, train it with --set train.device=cpu")
     if out.exists():
         raise GrowthError(f"{out} already exists; choose a new --out")
     step = meta.step
@@ -69,54 +159,49 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
                           f"{last['step'] + last['ramp_steps']}; train past that step before growing again")
     src_stage = source_stage(meta, src)
     dst_stage = target_stage(dst_stage, src_stage)
-    check_growth(src_stage.model, dst_stage.model)
-    _check_memory(param_count(src_stage.model) + param_count(dst_stage.model))
-    report = progress or (lambda label, done, total: None)
-    report("grow", 0, 3)
     verify_checkpoint(src)
-    weights = read_torch_weights(src)
-    saved_opt = load_torch_optimizer(src)
-    build = copy.deepcopy(dst_stage)
-    build.parallel.tp = build.parallel.pp = build.parallel.dp = 1
-    build.train.device = "cpu"  # growth runs on the CPU engine, also on a machine with GPUs
-    with distributed(build, seed=build.train.seed), torch.random.fork_rng():
-        report("grow", 1, 3)
-        torch.manual_seed(build.train.seed + step)  # the new entries' initialization
-        engine = CpuEngine(build, dst_stage.model.vocab_size)
-        grown = grow_from_state(weights, named_state_from_saved(saved_opt), src_stage.model, engine.module,
-                                engine.optimizer, dst_stage.model, step=step, ramp_steps=ramp_steps,
-                                tokens_seen=meta.tokens_seen, from_stage=src_stage.name,
-                                to_stage=dst_stage.name)
-        report("grow", 2, 3)
-        new_meta = replace(meta, stage=dst_stage.name, stage_config=config_to_dict(dst_stage),
-                           growth_history=[*history, grown.record],
-                           param_shapes={n: list(p.shape) for n, p in engine.module.named_parameters()})
-        _write(src, out, engine.module, engine.optimizer, new_meta)
-    report("grow", 3, 3)
-    return grown.record
+    tensors = open_tensors(src)
+    vocab = tensors.shapes["embedding.word_embeddings.weight"][0]
+    dst_cfg = dst_stage.model
+    spec = check_growth(src_stage.model, dst_cfg, src_vocab=vocab, dst_vocab=dst_cfg.padded_vocab_size)
+    shapes = {n: tuple(s) for n, s in param_shapes(dst_cfg).items()}
+    unused = sorted(set(tensors.shapes) - {placement(n, spec, vocab).source for n in shapes})
+    if unused:
+        raise GrowthError(f"source parameters with no place in the grown model: {unused[:5]}")
+    total = 4 * len(shapes)
+    done = [0]
+    report = progress or (lambda label, done, total: None)
+
+    def tick() -> None:
+        done[0] += 1
+        report("grow", done[0], total)
+
+    grower = _Grower(tensors, spec, dst_cfg, vocab, dst_stage.train.seed + step, tick)
+    entries = _grown_entries(grower, shapes, DTYPES[dst_stage.train.precision], dst_cfg.layers)
+    carried = sum(not placement(n, spec, vocab).new_layer for n in shapes)
+    has_moments = tensors.moments("embedding.word_embeddings.weight") is not None
+    params_after = sum(math.prod(s) for s in shapes.values())
+    record = growth_record(
+        spec, src=src_stage.model, dst=dst_cfg, from_stage=src_stage.name, to_stage=dst_stage.name, step=step,
+        tokens_seen=meta.tokens_seen, ramp_steps=ramp_steps,
+        optimizer={"carried": carried if has_moments else 0, "zero": len(shapes) - (carried if has_moments else 0)},
+        params_before=sum(math.prod(s) for s in tensors.shapes.values()), params_after=params_after)
+    new_meta = replace(meta, stage=dst_stage.name, stage_config=config_to_dict(dst_stage), format="megatron",
+                       growth_history=[*history, record], param_shapes={n: list(s) for n, s in shapes.items()})
+    common = {"optimizer": {"adam_step": float(tensors.adam_step or step)}}
+    _write(src, out, entries, _extra_states(dst_cfg.layers), common, new_meta)
+    return record
 
 
-def _check_memory(params: int) -> None:
-    """Refuse early (instead of being killed) when fp32 weights + Adam moments of both models cannot fit."""
-    need = params * 4 * 3
-    try:
-        lines = Path("/proc/meminfo").read_text(encoding="utf-8").splitlines()
-        available = int(next(line.split()[1] for line in lines if line.startswith("MemAvailable"))) * 1024
-    except (OSError, StopIteration, ValueError):
-        return
-    if need > available:
-        raise GrowthError(f"growing needs about {need / 2**30:.1f} GiB (fp32 weights and Adam moments of both "
-                          f"shapes) but {available / 2**30:.1f} GiB is available; use --dry-run to see the plan")
-
-
-def _write(src: Path, out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def _write(src: Path, out: Path, entries: dict[str, LazyTensor], objects: dict[str, Any], common: dict[str, Any],
            meta: CheckpointMeta) -> None:
-    """The torch checkpoint layout, written to a temporary directory and renamed (never half-written)."""
+    """The checkpoint layout, written to a temporary directory and renamed (never half-written)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.grow.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists():
+        shutil.rmtree(tmp)
     tmp.mkdir()
-    save_torch(tmp, model, optimizer)
+    write_dist(tmp / DIST_DIR, entries, objects, common)
     if (src / RNG_DIR).is_dir():
         shutil.copytree(src / RNG_DIR, tmp / RNG_DIR)
     write_state(tmp, read_state(src))

@@ -20,7 +20,7 @@ from flm.train.growth.spec import GrowthError, GrowthSpec
 State = dict[str, Any]
 
 
-def _grid(index: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def grid_index(index: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Advanced-indexing tuple that addresses the outer product of per-dimension positions."""
     if len(index) == 1:
         return index
@@ -54,7 +54,7 @@ def grow_weights(src: Mapping[str, torch.Tensor], dst_model: torch.nn.Module, sp
             raise GrowthError(f"source has no {where.source!r} (needed for {name})")
         old = src[where.source]
         _check_source(name, where, old)
-        param[_grid(where.index)] = old.to(device=param.device, dtype=param.dtype) * where.scale
+        param[grid_index(where.index)] = old.to(device=param.device, dtype=param.dtype) * where.scale
         used.add(where.source)
     unused = sorted(k for k, v in src.items() if isinstance(v, torch.Tensor) and k not in used
                     and not k.endswith("_extra_state"))
@@ -116,7 +116,7 @@ def grow_optimizer_state(src_state: Mapping[str, State], dst_model: torch.nn.Mod
                 if old is not None:
                     _check_source(name, where, value)
                     power = 2 if "sq" in key else 1
-                    grown[_grid(where.index)] = value.to(grown.device) / where.scale ** power
+                    grown[grid_index(where.index)] = value.to(grown.device) / where.scale ** power
                 new[key] = grown
             elif key == "step":
                 value = value if old is not None else step

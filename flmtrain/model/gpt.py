@@ -92,12 +92,18 @@ class Norm:
         return norm
 
 
+def hidden_init_std(cfg: ModelConfig) -> float:
+    """The init std of hidden matrices (μP: init_std / sqrt(width_mult)); output projections (linear_proj,
+    linear_fc2) divide it by sqrt(2 * layers), embeddings use init_std, norms start at 1 and biases at 0."""
+    return cfg.init_std / math.sqrt(width_mult(cfg)) if cfg.mup.enabled else cfg.init_std
+
+
 def transformer_config(cfg: ModelConfig, *, cuda: bool, tp: int = 1, pp: int = 1,
                        params_dtype: torch.dtype = torch.float32,
                        sequence_parallel: bool = False) -> TransformerConfig:
     """megatron-core's TransformerConfig for `cfg`, with the μP init; of megatron's fusions its compiled
     SwiGLU (cfg.kernels.compile) and weight-gradient accumulation (cfg.kernels.fuse_wgrad), on GPU."""
-    hidden_std = cfg.init_std / math.sqrt(width_mult(cfg)) if cfg.mup.enabled else cfg.init_std
+    hidden_std = hidden_init_std(cfg)
     compiled = _compiled(cfg, cuda)
     return TransformerConfig(
         num_layers=cfg.layers,
