@@ -78,6 +78,7 @@ def _param_state(optimizer: Any, param: torch.nn.Parameter) -> dict[str, torch.T
         for row, key in enumerate(STATE_KEYS):
             full[row, where.start:where.end] = tensors[key].detach().float()
     dist.all_reduce(full, group=parallel_state.get_data_parallel_group(with_context_parallel=True))
+    full = full.cpu()  # host memory, as megatron's own gathered layout: the GPU keeps room for training
     return {key: full[row].view(param.shape) for row, key in enumerate(STATE_KEYS)}
 
 
@@ -130,7 +131,7 @@ def load_megatron(path: Path, model: torch.nn.Module, optimizer: Any | None) -> 
     pairs = _params_with_keys(model_sd, model) if optimizer is not None else []
     state: dict[str, Any] = {}
     for param, sh in pairs:
-        empty = {k: torch.empty(param.shape, dtype=torch.float32, device=param.device) for k in STATE_KEYS}
+        empty = {k: torch.empty(param.shape, dtype=torch.float32) for k in STATE_KEYS}
         state.update(_state_tensors(sh, empty))
     loaded = dist_checkpointing.load({"model": model_sd, "optimizer": state}, str(path))
     model.load_state_dict(loaded["model"])

@@ -47,7 +47,15 @@ from flm.train.model.size import flops_per_token
 from flm.train.trainer.evaluate import validation_loss
 from flm.train.trainer.fit import fit_stage
 from flm.train.trainer.metrics import MetricsLogger, peak_tflops
-from flm.train.trainer.scheduled_growth import check_schedule, due_growth, grow_engine, resume_stage, stage_schedule
+from flm.train.trainer.scheduled_growth import (
+    GROWN_DIR,
+    check_schedule,
+    due_growth,
+    grow_engine,
+    grow_saved_checkpoint,
+    resume_stage,
+    stage_schedule,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +158,6 @@ class Trainer:
             self.stage = resume_stage(self.stage, read_meta(self.resumed_from))
             self.stage.train.steps = self.target
         self.engine = make_engine(self.stage, self.stage.model.vocab_size, parallel)
-        if self.stage.growth and self.engine.checkpoint_format != "torch":
-            raise ConfigError(f"stage {self.stage.name!r} schedules in-place growth, which only the CPU engine "
-                              "supports (--set train.device=cpu); on GPUs it is not supported yet")
         if self.resumed_from is not None:
             self._load(self.resumed_from)
             self.ramp = resume_ramp(self.engine.module, self.growth_history, self.step)
@@ -195,12 +200,22 @@ class Trainer:
         entry = due_growth(self.stage, self.tokens_seen)
         if entry is None:
             return
-        self.engine, self.stage, grown = grow_engine(
-            self.engine, self.stage, entry, step=self.step, tokens_seen=self.tokens_seen,
-            make_engine=lambda stage, vocab: make_engine(stage, vocab, self.parallel))
+        if self.engine.checkpoint_format == "torch":
+            self.engine, self.stage, grown = grow_engine(
+                self.engine, self.stage, entry, step=self.step, tokens_seen=self.tokens_seen,
+                make_engine=lambda stage, vocab: make_engine(stage, vocab, self.parallel))
+            self.growth_history = [*self.growth_history, grown.record]
+            self.ramp = grown.ramp
+        else:  # GPU: save, grow the checkpoint (streaming, rank 0), load it into the target stage's engine
+            out = self.run_dir / GROWN_DIR / f"step-{self.step}-{entry.to}"
+            target = grow_saved_checkpoint(self._save(), self.stage, entry, out)
+            self.engine = None
+            torch.cuda.empty_cache()
+            self.engine = make_engine(target, target.model.vocab_size, self.parallel)
+            loaded = load_checkpoint(out, model=self.engine.module, optimizer=self.engine.optimizer)
+            self.stage, self.growth_history = target, loaded["meta"].growth_history
+            self.ramp = resume_ramp(self.engine.module, self.growth_history, self.step)
         self.stage.train.steps = self.target
-        self.growth_history = [*self.growth_history, grown.record]
-        self.ramp = grown.ramp
         self._stage_changed()
         self._open_loader()
         log.info("grew into stage %s at step %d (%d tokens seen)", self.stage.name, self.step, self.tokens_seen)

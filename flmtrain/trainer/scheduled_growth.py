@@ -9,18 +9,25 @@ do), and the target's own `growth` list schedules the next one.
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from flm.config import find_config, load_config
 from flm.train.checkpoint import CheckpointMeta
 from flm.train.config import GrowthStepConfig, StageConfig
 from flm.train.growth.grow import Grown, grow_model_and_optimizer
+from flm.train.growth.grow_checkpoint import grow_checkpoint
 from flm.train.growth.ramp import stage_start_step
 from flm.train.growth.spec import GrowthError, check_growth
 from flm.train.trainer.lr_schedule import LRSchedule
+
+GROWN_DIR = "grown"
+"""Under the run directory: the checkpoints that in-place growth on GPUs grows and then loads."""
 
 
 def due_growth(stage: StageConfig, tokens_seen: int) -> GrowthStepConfig | None:
@@ -68,8 +75,8 @@ def grow_engine(engine: Any, stage: StageConfig, entry: GrowthStepConfig, *, ste
     """Grow a training engine (module + torch optimizer) into `entry`'s stage; returns the new engine,
     the target stage and the growth (record for growth_history, ramp to update every step)."""
     if not isinstance(getattr(engine, "optimizer", None), torch.optim.Optimizer):
-        raise GrowthError("in-place growth needs the CPU engine's torch optimizer; megatron's distributed "
-                          "optimizer (GPU) keeps sharded fp32 state that flm growth cannot yet rewrite")
+        raise GrowthError("growing a live engine needs the CPU engine's torch optimizer; on GPUs use "
+                          "grow_saved_checkpoint")
     target = fitted_target(entry, stage)
     with torch.random.fork_rng():  # new entries' init is seeded and leaves the training RNG untouched
         torch.manual_seed(target.train.seed + step)
@@ -78,3 +85,18 @@ def grow_engine(engine: Any, stage: StageConfig, entry: GrowthStepConfig, *, ste
                                      target.model, step=step, ramp_steps=entry.ramp_steps, tokens_seen=tokens_seen,
                                      from_stage=stage.name, to_stage=target.name)
     return new, target, grown
+
+
+def grow_saved_checkpoint(path: Path, stage: StageConfig, entry: GrowthStepConfig, out: Path) -> StageConfig:
+    """In-place growth on GPUs: grow the checkpoint just saved at `path` into `entry`'s stage at `out` (rank 0
+    writes it, streaming; every rank waits) and return the target stage in the running TP/PP/DP layout,
+    whose engine then loads `out`. A folder left at `out` by an interrupted attempt is flm's own: replaced."""
+    target = fitted_target(entry, stage)
+    target.parallel = copy.deepcopy(stage.parallel)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        if out.exists():
+            shutil.rmtree(out)
+        grow_checkpoint(path, target, out, ramp_steps=entry.ramp_steps)
+    if dist.is_initialized():
+        dist.barrier()
+    return target
