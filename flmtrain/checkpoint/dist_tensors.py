@@ -50,6 +50,7 @@ BACKEND_NAME = "metadata.json"
 BACKEND = '{"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch", ' \
           '"common_backend_version": 1}'
 OPTIMIZER_PREFIX = "optimizer.state."
+SHARDING = "fully_reshardable"
 MOMENTS = ("exp_avg", "exp_avg_sq")
 LAYER_KEY = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 STACKED_PREFIX = "decoder.layers."
@@ -64,10 +65,8 @@ def stacked_key(name: str) -> tuple[str, int | None]:
 
 
 def saved_adam_step(optimizer_state: dict[str, Any]) -> float:
-    """Adam's step as a checkpoint's common state holds it: flm's `adam_step`, or the param groups' `step` of
-    megatron's own layout (checkpoints of earlier flm versions)."""
-    if "adam_step" in optimizer_state:
-        return float(optimizer_state["adam_step"])
+    """Adam's step in a checkpoint's common optimizer state: megatron keeps it in the param groups (without
+    Apex or Transformer Engine)."""
     groups = (optimizer_state.get("optimizer") or {}).get("param_groups") or []
     steps = [float(g["step"]) for g in groups if "step" in g]
     return max(steps, default=0.0)
@@ -221,6 +220,14 @@ class _LazyPlanner(DefaultSavePlanner):
         if isinstance(obj, LazyTensor):
             return obj.make(tuple(index.offset))
         return super().lookup_object(index)
+
+
+def optimizer_common(adam_step: float) -> dict[str, Any]:
+    """common.pt of a checkpoint whose optimizer state is per parameter, as megatron-core writes and loads it
+    (flm's loader takes the param groups' hyperparameters from the run's config; the step comes from here)."""
+    return {"optimizer": {"optimizer": {"param_groups": [{"step": float(adam_step)}]},
+                          "param_state_sharding_type": SHARDING},
+            "content_metadata": {"distrib_optim_sharding_type": SHARDING}}
 
 
 def write_dist(directory: Path, tensors: dict[str, LazyTensor], objects: dict[str, Any],

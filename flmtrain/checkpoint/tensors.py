@@ -8,6 +8,7 @@ as stored; `moments` are Adam's first and second moments; `adam_step` is Adam's 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +26,8 @@ from flm.train.checkpoint.dist_tensors import (
 )
 from flm.train.checkpoint.meta import CheckpointError, read_meta
 from flm.train.checkpoint.torch_format import load_plain, load_torch_optimizer, read_torch_weights
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointTensors(Protocol):
@@ -83,19 +86,32 @@ class MegatronTensors:
             else:
                 self.shapes[key] = shape
         self.adam_step = _common_step(Path(path) / DIST_DIR / COMMON_NAME)
+        self.shifted: set[str] = set()
+        self.bucketed = any(key.startswith("optimizer.distributed.") for key in self.reader.entries())
+        """Adam's state stored in megatron's buckets (optimizer_checkpoint dp_reshardable): not per parameter."""
 
     def weight(self, name: str) -> torch.Tensor:
+        """The fp32 master weight; the stored weight where the two disagree (then its Adam state is not used)."""
         if name not in self.shapes:
             raise CheckpointError(f"{self.reader.directory}: no parameter {name!r}")
         base, row = stacked_key(name)
-        master = f"{OPTIMIZER_PREFIX}param.{base}"
-        key = master if self.reader.has(master) else base
-        return self.reader.read(key, row)
+        stored = self.reader.read(base, row)
+        master_key = f"{OPTIMIZER_PREFIX}param.{base}"
+        if not self.reader.has(master_key):
+            return stored
+        master = self.reader.read(master_key, row)
+        if torch.equal(master.to(stored.dtype), stored):
+            return master
+        log.warning("%s: its optimizer state does not belong to its weight (megatron-core 0.16.1's shifted "
+                    "state, its issue #504, in a checkpoint saved before flm repaired it): using the weight, "
+                    "without its Adam moments", name)
+        self.shifted.add(name)
+        return stored
 
     def moments(self, name: str) -> dict[str, torch.Tensor] | None:
         base, row = stacked_key(name)
         keys = {k: f"{OPTIMIZER_PREFIX}{k}.{base}" for k in MOMENTS}
-        if not all(self.reader.has(key) for key in keys.values()):
+        if name in self.shifted or not all(self.reader.has(key) for key in keys.values()):
             return None
         return {k: self.reader.read(key, row) for k, key in keys.items()}
 

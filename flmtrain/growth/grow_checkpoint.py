@@ -27,7 +27,14 @@ import torch
 from flm.config import config_to_dict
 from flm.config.progress import Progress
 from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state, resolve_checkpoint
-from flm.train.checkpoint.dist_tensors import DIST_DIR, OPTIMIZER_PREFIX, LazyTensor, stacked_key, write_dist
+from flm.train.checkpoint.dist_tensors import (
+    DIST_DIR,
+    OPTIMIZER_PREFIX,
+    LazyTensor,
+    optimizer_common,
+    stacked_key,
+    write_dist,
+)
 from flm.train.checkpoint.integrity import verify_checkpoint, write_checksums
 from flm.train.checkpoint.layout import commit_directory, write_state
 from flm.train.checkpoint.meta import write_meta
@@ -161,6 +168,10 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
     dst_stage = target_stage(dst_stage, src_stage)
     verify_checkpoint(src)
     tensors = open_tensors(src)
+    if getattr(tensors, "bucketed", False):
+        raise GrowthError(f"{src}: its Adam state is stored in megatron's buckets (parallel.optimizer_checkpoint: "
+                          "dp_reshardable), which only the same TP x PP layout reads; resume it for a step with "
+                          "--set parallel.optimizer_checkpoint=fully_reshardable, then grow that checkpoint")
     vocab = tensors.shapes["embedding.word_embeddings.weight"][0]
     dst_cfg = dst_stage.model
     spec = check_growth(src_stage.model, dst_cfg, src_vocab=vocab, dst_vocab=dst_cfg.padded_vocab_size)
@@ -188,7 +199,7 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
         params_before=sum(math.prod(s) for s in tensors.shapes.values()), params_after=params_after)
     new_meta = replace(meta, stage=dst_stage.name, stage_config=config_to_dict(dst_stage), format="megatron",
                        growth_history=[*history, record], param_shapes={n: list(s) for n, s in shapes.items()})
-    common = {"optimizer": {"adam_step": float(tensors.adam_step or step)}}
+    common = optimizer_common(tensors.adam_step or step)
     _write(src, out, entries, _extra_states(dst_cfg.layers), common, new_meta)
     return record
 
