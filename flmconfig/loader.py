@@ -22,7 +22,8 @@ from flm.config.errors import FlmError
 T = TypeVar("T")
 
 BASE_KEY = "base"
-"""A top-level `base: other` key makes a YAML file start from another (same folder or a path)."""
+"""A top-level `base: other` key makes a YAML file start from another (same folder, a path, or a bundled
+config of that name)."""
 
 
 class ConfigError(FlmError, ValueError):
@@ -85,6 +86,9 @@ def read_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     base_path = Path(base) if Path(base).suffix else path.parent / f"{base}.yaml"
     if not base_path.is_absolute() and not base_path.exists():
         base_path = path.parent / base_path
+    bundled = sorted(configs_dir().glob(f"*/{base}.yaml")) if not Path(base).suffix else []
+    if not base_path.exists() and len(bundled) == 1:  # `base: 1b` in a user's own file: the bundled stage
+        base_path = bundled[0]
     chain = (*_chain, path.resolve())
     if base_path.resolve() in chain:
         raise ConfigError(f"{path}: `base: {base}` makes a cycle: "

@@ -68,6 +68,12 @@ def test_base_inheritance(tmp_path: Path) -> None:
     assert (cfg.name, cfg.steps, cfg.inner.lr, cfg.inner.mode) == ("child", 5, 0.2, "b")
 
 
+def test_a_users_own_stage_can_start_from_a_bundled_one(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("base: tiny\nname: mine\nmodel:\n  layers: 3\n")
+    stage = load_config(StageConfig, tmp_path / "mine.yaml")
+    assert (stage.name, stage.model.layers, stage.model.hidden) == ("mine", 3, 64)  # tiny's hidden
+
+
 def test_invalid_yaml_names_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")

@@ -29,6 +29,7 @@ from flm.config.progress import Progress
 from flm.train.checkpoint import META_NAME, CheckpointMeta, read_meta, read_state, resolve_checkpoint
 from flm.train.checkpoint.dist_tensors import (
     DIST_DIR,
+    MOMENTS,
     OPTIMIZER_PREFIX,
     LazyTensor,
     optimizer_common,
@@ -120,17 +121,18 @@ class _Grower:
         return grown
 
 
-def _grown_entries(grower: _Grower, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
-                   layers: int) -> dict[str, LazyTensor]:
-    """Every tensor of the grown checkpoint, layers stacked as megatron stores them, in writing order."""
+def checkpoint_entries(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], torch.Tensor],
+                       moment: Callable[[str, str], torch.Tensor], dtype: torch.dtype,
+                       layers: int) -> dict[str, LazyTensor]:
+    """Every tensor of a checkpoint in the GPU layout, layers stacked as megatron stores them, in writing order:
+    per key the weight (in `dtype`), the fp32 master weight and Adam's two moments, each made on demand."""
     keys: dict[str, list[str]] = {}
     for name in shapes:
         keys.setdefault(stacked_key(name)[0], []).append(name)
     entries: dict[str, LazyTensor] = {}
     for key, names in keys.items():
-        shape = shapes[names[0]]
         stacked = LAYER_RE.match(names[0]) is not None
-        full = (layers, *shape) if stacked else shape
+        full = (layers, *shapes[names[0]]) if stacked else shapes[names[0]]
 
         def lazy(make: Callable[[str], torch.Tensor], out: torch.dtype, names: list[str] = names,
                  stacked: bool = stacked, full: tuple[int, ...] = full) -> LazyTensor:
@@ -138,15 +140,15 @@ def _grown_entries(grower: _Grower, shapes: dict[str, tuple[int, ...]], dtype: t
                 return LazyTensor.stacked(full, out, [lambda n=n: make(n) for n in names])
             return LazyTensor.whole(full, out, lambda: make(names[0]))
 
-        entries[key] = lazy(lambda n: grower.weight(n, shapes[n]), dtype)
-        entries[f"{OPTIMIZER_PREFIX}param.{key}"] = lazy(lambda n: grower.weight(n, shapes[n]), torch.float32)
-        for moment in ("exp_avg", "exp_avg_sq"):
-            entries[f"{OPTIMIZER_PREFIX}{moment}.{key}"] = lazy(
-                lambda n, m=moment: grower.moment(n, shapes[n], m), torch.float32)
+        entries[key] = lazy(weight, dtype)
+        entries[f"{OPTIMIZER_PREFIX}param.{key}"] = lazy(weight, torch.float32)
+        for name in MOMENTS:
+            entries[f"{OPTIMIZER_PREFIX}{name}.{key}"] = lazy(lambda n, m=name: moment(n, m), torch.float32)
     return entries
 
 
-def _extra_states(layers: int) -> dict[str, None]:
+def extra_states(layers: int) -> dict[str, None]:
+    """megatron-core's (empty) per-layer `_extra_state` objects, which its loader expects back."""
     return {f"decoder.layers.{module}._extra_state/shard_{i}_{layers}": None
             for i in range(layers) for module in EXTRA_STATE}
 
@@ -188,7 +190,9 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
         report("grow", done[0], total)
 
     grower = _Grower(tensors, spec, dst_cfg, vocab, dst_stage.train.seed + step, tick)
-    entries = _grown_entries(grower, shapes, DTYPES[dst_stage.train.precision], dst_cfg.layers)
+    entries = checkpoint_entries(shapes, lambda n: grower.weight(n, shapes[n]),
+                                 lambda n, m: grower.moment(n, shapes[n], m), DTYPES[dst_stage.train.precision],
+                                 dst_cfg.layers)
     carried = sum(not placement(n, spec, vocab).new_layer for n in shapes)
     has_moments = tensors.moments("embedding.word_embeddings.weight") is not None
     params_after = sum(math.prod(s) for s in shapes.values())
@@ -200,7 +204,7 @@ def grow_checkpoint(src: Path, dst_stage: StageConfig, out: Path, *, ramp_steps:
     new_meta = replace(meta, stage=dst_stage.name, stage_config=config_to_dict(dst_stage), format="megatron",
                        growth_history=[*history, record], param_shapes={n: list(s) for n, s in shapes.items()})
     common = optimizer_common(tensors.adam_step or step)
-    _write(src, out, entries, _extra_states(dst_cfg.layers), common, new_meta)
+    _write(src, out, entries, extra_states(dst_cfg.layers), common, new_meta)
     return record
 
 
