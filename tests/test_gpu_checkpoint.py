@@ -24,7 +24,15 @@ from typer.testing import CliRunner
 from flm.cli.main import app
 from flm.pipelines.tokenize import tokenize_corpus
 from flm.train.checkpoint import CheckpointError, read_meta
-from flm.train.checkpoint.dist_tensors import read_dist_metadata
+from flm.train.checkpoint.dist_tensors import (
+    OPTIMIZER_PREFIX,
+    DistReader,
+    LazyTensor,
+    optimizer_common,
+    read_dist_metadata,
+    write_dist,
+)
+from flm.train.checkpoint.integrity import write_checksums
 from flm.train.checkpoint.tensors import open_tensors
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gpu_tp2"
@@ -105,3 +113,24 @@ def test_crafted_metadata_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"\.metadata: refused.*shutil"):
         read_dist_metadata(copy / "dist")
     assert read_dist_metadata(CHECKPOINT / "dist").state_dict_metadata  # the real one passes
+
+
+def test_a_shifted_master_weight_falls_back_to_the_weight(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A checkpoint with megatron-core 0.16.1's shifted optimizer state (saved before flm repaired it) reads
+    with the parameter's own weight and without its moments, and says so."""
+    reader = DistReader(CHECKPOINT / "dist")
+    embedding = "embedding.word_embeddings.weight"
+    entries = {}
+    for key in reader.entries():
+        value = reader.read(key)
+        if key == f"{OPTIMIZER_PREFIX}param.{embedding}":
+            value = torch.cat([value[1:], torch.zeros_like(value[:1])])  # shifted by a row, zero-padded
+        entries[key] = LazyTensor.whole(tuple(value.shape), value.dtype, lambda v=value: v)
+    copy = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINT, copy, ignore=shutil.ignore_patterns("dist"))
+    write_dist(copy / "dist", entries, {}, optimizer_common(20))
+    write_checksums(copy)
+    tensors = open_tensors(copy)
+    assert torch.equal(tensors.weight(embedding), reader.read(embedding))
+    assert tensors.moments(embedding) is None and "issue #504" in caplog.text
+    assert tensors.moments("decoder.final_layernorm.weight") is not None

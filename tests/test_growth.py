@@ -237,9 +237,13 @@ def test_dry_run_between_flm_stages_allocates_nothing(monkeypatch: pytest.Monkey
         assert plan["params_after"] == param_count(stages[dst].model)
         assert plan["carried_entries"] == plan["params_before"]
         assert plan["operators"] == ["depth", "hidden", "heads", "kv_heads", "ffn"]
+        largest = max(hidden * vocab for hidden, vocab in ((stages[n].model.hidden, stages[n].model.padded_vocab_size)
+                                                           for n in (src, dst)))
+        assert plan["host_memory_gib"] == round((2 * 2**30 + 16 * largest) / 2**30, 1)  # streams: not the models
+        assert plan["host_memory_gib"] < plan["optimizer_state_gib"]["before"] / 10
     assert plan_growth(stages["16b"], stages["101b"])["params_after"] == param_count(stages["101b"].model)
     shown = runner.invoke(app, ["grow", "--dry-run", "--from", "16b", "--to", "51b"])
-    assert shown.exit_code == 0 and "no weights allocated" in shown.output
+    assert shown.exit_code == 0 and "no weights allocated" in shown.output and "host memory at most" in shown.output
     bad = runner.invoke(app, ["grow", "--dry-run", "--from", "51b", "--to", "16b"])
     assert bad.exit_code == 1 and "cannot shrink" in bad.output
 
