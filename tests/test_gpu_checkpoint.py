@@ -125,7 +125,7 @@ def test_a_shifted_master_weight_falls_back_to_the_weight(tmp_path: Path, caplog
         value = reader.read(key)
         if key == f"{OPTIMIZER_PREFIX}param.{embedding}":
             value = torch.cat([value[1:], torch.zeros_like(value[:1])])  # shifted by a row, zero-padded
-        entries[key] = LazyTensor.whole(tuple(value.shape), value.dtype, lambda v=value: v)
+        entries[key] = LazyTensor.whole(tuple(value.shape), value.dtype, lambda v=value: v.clone())
     copy = tmp_path / "ckpt"
     shutil.copytree(CHECKPOINT, copy, ignore=shutil.ignore_patterns("dist"))
     write_dist(copy / "dist", entries, {}, optimizer_common(20))

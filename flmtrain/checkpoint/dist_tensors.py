@@ -173,7 +173,9 @@ class DistReader:
 
 @dataclass
 class LazyTensor:
-    """A tensor to write, made chunk by chunk on demand: `chunks[i]` = (offsets, sizes, make)."""
+    """A tensor to write, made chunk by chunk on demand: `chunks[i]` = (offsets, sizes, make).
+
+    Each `make()` returns a tensor of its own: once written, the writer frees its memory."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
@@ -210,16 +212,25 @@ class LazyTensor:
 
 
 class _LazyPlanner(DefaultSavePlanner):
-    """Makes each LazyTensor chunk when the writer reaches it (the writer holds one at a time)."""
+    """Makes each LazyTensor chunk when the writer reaches it, and frees the one written before.
+
+    DCP's writer asks for the chunks one at a time and writes each before asking for the next, but it
+    keeps a reference to the last chunk of every tensor (for its safetensors format), which would hold a
+    layer's worth of every tensor to the end: so the chunk written last is emptied when the next is made.
+    """
 
     def __init__(self) -> None:
         super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
+        self._written: torch.Tensor | None = None
 
     def lookup_object(self, index: MetadataIndex) -> Any:
         obj = self.state_dict[index.fqn]
-        if isinstance(obj, LazyTensor):
-            return obj.make(tuple(index.offset))
-        return super().lookup_object(index)
+        if not isinstance(obj, LazyTensor):
+            return super().lookup_object(index)
+        if self._written is not None:
+            self._written.untyped_storage().resize_(0)
+        self._written = obj.make(tuple(index.offset))
+        return self._written
 
 
 def optimizer_common(adam_step: float) -> dict[str, Any]:
@@ -246,8 +257,9 @@ def write_dist(directory: Path, tensors: dict[str, LazyTensor], objects: dict[st
         state[key] = buffer
     with warnings.catch_warnings():  # "torch.distributed is disabled ...": one writer is what we mean
         warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
-        dcp_save(state, storage_writer=FileSystemWriter(str(directory), single_file_per_rank=True, thread_count=1),
-                 planner=_LazyPlanner(), no_dist=True)
+        # one thread, nothing copied ahead: the serial loader, which writes each chunk before making the next
+        writer = FileSystemWriter(str(directory), single_file_per_rank=True, thread_count=1, per_thread_copy_ahead=0)
+        dcp_save(state, storage_writer=writer, planner=_LazyPlanner(), no_dist=True)
     torch.save(common, directory / COMMON_NAME)
     (directory / BACKEND_NAME).write_text(BACKEND + "\n", encoding="utf-8")
 
