@@ -207,7 +207,7 @@ class Trainer:
             self.growth_history = [*self.growth_history, grown.record]
             self.ramp = grown.ramp
         else:  # GPU: save, grow the checkpoint (streaming, rank 0), load it into the target stage's engine
-            out = self.run_dir / GROWN_DIR / f"step-{self.step}-{entry.to}"
+            out = self.run_dir / GROWN_DIR / f"step-{self.step}"
             target = grow_saved_checkpoint(self._save(), self.stage, entry, out)
             self.engine = None
             torch.cuda.empty_cache()
