@@ -94,7 +94,7 @@ def _pile(files: str | None, all_files: bool, mirror: str | None, out: Path, wor
         digest = known.digests.get(f.path) if known else None
         downloads.append(Download(url=_join(base, f.path), dest=out / PILE.name / f.local_name,
                                   size=digest.size if digest else None, sha256=digest.sha256 if digest else None,
-                                  label=f"pile/{f.local_name}"))
+                                  approx_size=f.approx_bytes, label=f"pile/{f.local_name}"))
     batch = _fetch(downloads, workers, policy, json_)
     result = {"source": "pile", "mirror": name, "out": str(out / PILE.name), **_batch_dict(batch)}
     if json_:

@@ -5,7 +5,8 @@ server that ignores Range must not leave a file with its start written twice (re
 200), transient failures (connection errors, 5xx, truncated bodies) are retried with exponential
 backoff, and nothing appears under its final name until it is complete and verified: bytes go to
 `<name>.part`, which is renamed only after the size and sha256 match what the registry expects. A
-copy that fails verification is moved aside to `<name>.corrupt` and fetched again. The sha256 of
+copy that fails verification is moved aside to `<name>.corrupt` and fetched again; one far from the
+registry's rounded size (an error page, a truncated or different file) is moved aside too. The sha256 of
 every finished file is written to `<name>.sha256` (sha256sum format), so a rerun or `--list` knows
 the file is whole without hashing it again. An interrupt (Ctrl-C, kill) leaves the `.part` file,
 and the next run continues from its last byte.
@@ -89,6 +90,9 @@ class Download:
     dest: Path
     size: int | None = None
     sha256: str | None = None
+    approx_size: int | None = None
+    """The registry's rounded size: a copy under half or over twice it is some other file (a truncated
+    transfer, an error page, the wrong shard), never named complete."""
     headers: dict[str, str] = field(default_factory=dict)
     label: str = ""
 
@@ -183,6 +187,26 @@ def _mismatch(d: Download, size: int, sha256: str) -> str | None:
     if d.sha256 is not None and sha256 != d.sha256.lower():
         return f"sha256 {sha256}, expected {d.sha256.lower()}"
     return None
+
+
+SIZE_FACTOR = 2
+"""How far (either way) a copy may be from its rounded registry size: the mirrors' copies of one file differ by
+less (the full Pile's shards are about 1.4x the uncopyrighted ones)."""
+
+
+def _off_size(d: Download, size: int) -> str | None:
+    if d.approx_size is None or d.approx_size / SIZE_FACTOR <= size <= d.approx_size * SIZE_FACTOR:
+        return None
+    return f"size {size:,} bytes, but the registry lists about {d.approx_size:,} for {d.dest.name}"
+
+
+def _check_size(d: Download, part: Path, size: int) -> None:
+    """A finished copy far from its registry size is moved aside, not fetched again: the mirror serves that."""
+    problem = _off_size(d, size)
+    if problem is not None:
+        moved = _move_aside(part, d.dest)
+        raise DownloadError(f"{redact(d.url)}: {problem}; the mirror sent something else (a truncated or different "
+                            f"file). Kept as {moved}")
 
 
 def _local_path(url: str) -> Path | None:
@@ -382,7 +406,7 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
     if d.dest.exists():
         sha = recorded_sha256(d.dest) or sha256_file(d.dest, progress, d.label, cancel)
         size = d.dest.stat().st_size
-        problem = _mismatch(d, size, sha)
+        problem = _mismatch(d, size, sha) or _off_size(d, size)
         if problem is None:
             if recorded_sha256(d.dest) != sha:
                 write_sidecar(d.dest, sha)
@@ -399,6 +423,7 @@ def fetch(d: Download, policy: Policy | None = None, progress: Progress | None =
         problem = _mismatch(d, size, sha)
         if problem is None:
             _check_magic(d, part)
+            _check_size(d, part, size)
             os.replace(part, d.dest)
             write_sidecar(d.dest, sha)
             return Result(redact(d.url), d.dest, size, sha, "downloaded", d.sha256 is not None, first_offset,

@@ -19,7 +19,7 @@ import threading
 import time
 import zipfile
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -141,6 +141,17 @@ def sha(data: bytes) -> str:
 def serve(server, path: str, data: bytes) -> str:
     server.state.files[path] = data
     return server.url + path
+
+
+@pytest.fixture()
+def registry_sizes():
+    """Sets the registry's rounded Pile sizes (a test mirror serves kilobytes, not 11 GB); restored after."""
+    original = PILE.files
+
+    def set_sizes(approx_bytes: int) -> None:
+        object.__setattr__(PILE, "files", tuple(replace(f, approx_bytes=approx_bytes) for f in original))
+    yield set_sizes
+    object.__setattr__(PILE, "files", original)
 
 
 # ---------------------------------------------------------------- the fetcher
@@ -363,7 +374,8 @@ def test_local_state_reads_sidecars_without_hashing(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the CLI
 
 
-def test_cli_pile_from_a_local_mirror_then_list(server, tmp_path: Path) -> None:
+def test_cli_pile_from_a_local_mirror_then_list(server, tmp_path: Path, registry_sizes) -> None:
+    registry_sizes(100_000)
     files = {"/train/00.jsonl.zst": dl.ZSTD_MAGIC + blob(150_000, 30),
              "/val.jsonl.zst": dl.ZSTD_MAGIC + blob(90_000, 31)}
     for p, b in files.items():
@@ -380,11 +392,12 @@ def test_cli_pile_from_a_local_mirror_then_list(server, tmp_path: Path) -> None:
     assert states["00"] == states["val"] == "recorded" and states["01"] == "missing"
     folder = tmp_path / "mirror"  # a local folder works as a mirror, like file:// URLs
     (folder / "train").mkdir(parents=True)
-    (folder / "test.jsonl.zst").write_bytes(dl.ZSTD_MAGIC + b"test split")
+    test_split = dl.ZSTD_MAGIC + blob(80_000, 32)
+    (folder / "test.jsonl.zst").write_bytes(test_split)
     res = runner.invoke(app, ["data", "download", "pile", "--files", "test", "--mirror", str(folder),
                               "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "pile" / "test.jsonl.zst").read_bytes() == dl.ZSTD_MAGIC + b"test split"
+    assert (tmp_path / "pile" / "test.jsonl.zst").read_bytes() == test_split
     table = runner.invoke(app, ["data", "download", "--list", "--out", str(tmp_path)])
     assert table.exit_code == 0 and "sha256 recorded" in table.stdout and "wudao" in table.stdout
 
@@ -420,7 +433,10 @@ def test_interrupted_and_killed_cli_downloads_resume_from_the_part(server, tmp_p
     serve(server, "/train/03.jsonl.zst", data)
     server.state.delay = 0.02  # 64 KiB per 20 ms: about 2 s for the file
     # The command function under Typer, without flm.cli.main's other groups (they import torch: 2 s a start).
-    cli = "import typer; from flm.cli.data_download import download; typer.run(download)"
+    cli = ("import dataclasses, typer; from flm.pipelines.sources import PILE; "
+           "object.__setattr__(PILE, 'files', tuple(dataclasses.replace(f, approx_bytes=6 << 20) "
+           "for f in PILE.files)); "
+           "from flm.cli.data_download import download; typer.run(download)")
     cmd = [sys.executable, "-c", cli, "pile", "--files", "03", "--mirror", server.url, "--out", str(tmp_path), "--json"]
     part = dl.part_path(tmp_path / "pile" / "train-03.jsonl.zst")
 
@@ -532,6 +548,35 @@ def test_an_error_page_served_with_200_is_never_named_complete(server, tmp_path:
         fetch(Download(url, tmp_path / "train-00.jsonl.zst"), FAST)
     assert not (tmp_path / "train-00.jsonl.zst").exists()
     assert (tmp_path / "train-00.jsonl.zst.corrupt").read_bytes() == page
+
+
+def test_a_copy_far_from_the_registry_size_is_never_named_complete(server, tmp_path: Path) -> None:
+    """A finished transfer under half (or over twice) its rounded registry size is moved aside at once."""
+    data = blob(40_000, 6)
+    url = serve(server, "/train/05.jsonl.zst", dl.ZSTD_MAGIC + data)
+    dest = tmp_path / "train-05.jsonl.zst"
+    for approx in (100_000, 10_000):
+        with pytest.raises(DownloadError, match=rf"size 40,004 bytes, but the registry lists about {approx:,} for "
+                                                r"train-05.jsonl.zst; .*Kept as .*train-05.jsonl.zst.corrupt"):
+            fetch(Download(url, dest, approx_size=approx), FAST)
+        assert not dest.exists() and dl.corrupt_path(dest).read_bytes() == dl.ZSTD_MAGIC + data
+    assert len(server.state.log) == 2  # one fetch each: the mirror serves that file, fetching again changes nothing
+    assert fetch(Download(url, dest, approx_size=60_000), FAST).status == "downloaded"
+    assert fetch(Download(url, dest, approx_size=60_000), FAST).status == "present"
+    bigger = serve(server, "/train/05.jsonl.zst", dl.ZSTD_MAGIC + blob(70_000, 7))  # the copy on disk: too small now
+    again = fetch(Download(bigger, dest, approx_size=100_000), FAST)
+    assert again.status == "downloaded" and again.bytes == 70_004 and again.corrupt == [str(dl.corrupt_path(dest))]
+
+
+def test_cli_refuses_a_pile_file_far_from_its_registry_size(server, tmp_path: Path, registry_sizes) -> None:
+    registry_sizes(1_000_000)
+    serve(server, "/train/00.jsonl.zst", dl.ZSTD_MAGIC + blob(1_000, 8))
+    res = runner.invoke(app, ["data", "download", "pile", "--files", "00", "--mirror", server.url,
+                              "--out", str(tmp_path)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1
+    assert "size 1,004 bytes, but the registry lists about 1,000,000 for train-00.jsonl.zst" in text
+    assert not (tmp_path / "pile" / "train-00.jsonl.zst").exists()
 
 
 def test_a_trickling_server_is_given_up_on_in_bounded_time(server, tmp_path: Path) -> None:
