@@ -6,6 +6,7 @@ model has real text to learn from without waiting for a trained tokenizer.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from flm.cli.main import app
 from flm.config import find_config, load_config
 from flm.pipelines.token_shards import Manifest, documents_to_batch, write_shard
 from flm.train.checkpoint import list_checkpoints, read_meta
+from flm.train.checkpoint.integrity import verify_checkpoint
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig
 from flm.train.trainer import loop as train_mod
@@ -347,3 +349,33 @@ def test_eval_takes_a_run_directory_and_names_what_is_missing(mixture: MixtureCo
 def test_negative_counts_are_refused_by_the_cli(args: list[str]) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_disk_full_during_a_save_is_one_message(mixture_dict: dict, mixture: MixtureConfig, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while writing step-4: one line naming the step, folder and the intact step-2; no .tmp folder left."""
+    real_save = torch.save
+
+    def fills_the_disk(obj: object, path: object, *args: object, **kwargs: object) -> None:
+        if ".step-4.tmp" in str(path):
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    cfg = stage(*FAST, "train.save_every=2")
+    root = tmp_path / "run" / "checkpoints"
+    with pytest.raises(train_mod.DiskFull) as err:
+        train_mod.train(cfg, mixture, tmp_path / "run", steps=6)
+    assert str(err.value) == (f"no space left on device while saving checkpoint step-4 in {root}; "
+                              f"the previous checkpoint {root / 'step-2'} is intact")
+    assert sorted(p.name for p in root.iterdir()) == ["step-2"]
+    verify_checkpoint(root / "step-2")
+    mix_yaml = tmp_path / "mix.yaml"
+    mix_yaml.write_text(json.dumps(mixture_dict))
+    result = CliRunner().invoke(app, ["train", "--stage", "tiny", "--mixture", str(mix_yaml), "--run-dir",
+                                      str(tmp_path / "run"), "--steps", "6", *[a for kv in FAST for a in ("--set", kv)],
+                                      "--set", "train.save_every=2"])
+    assert result.exit_code == 1
+    assert "no space left on device while saving checkpoint step-4" in result.output
+    assert "Traceback" not in result.output

@@ -109,6 +109,12 @@ def commit_directory(tmp: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
+def discard_partial(root: Path, step: int) -> None:
+    """Remove the temporary folder a failed save of `step` left, so a full disk gets back the space the
+    half-written checkpoint took; complete checkpoints are never touched."""
+    shutil.rmtree(Path(root) / f"{TMP_PREFIX}{step}.tmp", ignore_errors=True)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

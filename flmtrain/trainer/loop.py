@@ -9,6 +9,7 @@ resumes from the run directory's latest checkpoint and goes on to the same targe
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import signal
@@ -36,6 +37,7 @@ from flm.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from flm.train.checkpoint.layout import discard_partial
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig, mixture_record
 from flm.train.data.mixture import open_mixture
@@ -67,6 +69,10 @@ SANE_LOSS_FACTOR = 1.5
 
 class TrainingDiverged(FlmError, RuntimeError):
     """Too many consecutive steps had a NaN/inf loss or gradient."""
+
+
+class DiskFull(FlmError):
+    """A checkpoint save ran out of disk space; its partial folder was removed, earlier checkpoints stand."""
 
 
 @dataclass
@@ -247,10 +253,20 @@ class Trainer:
             param_shapes={n: list(p.shape) for n, p in self.engine.module.named_parameters()},
             saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         started = time.perf_counter()
-        path = save_checkpoint(checkpoints_root(self.run_dir), self.step, model=self.engine.module,
-                               optimizer=self.engine.optimizer, fmt=self.engine.checkpoint_format,
-                               state=state, meta=meta, keep_last=self.stage.train.keep_last,
-                               optimizer_sharding=self.stage.parallel.optimizer_checkpoint)
+        root = checkpoints_root(self.run_dir)
+        try:
+            path = save_checkpoint(root, self.step, model=self.engine.module, optimizer=self.engine.optimizer,
+                                   fmt=self.engine.checkpoint_format, state=state, meta=meta,
+                                   keep_last=self.stage.train.keep_last,
+                                   optimizer_sharding=self.stage.parallel.optimizer_checkpoint)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            discard_partial(root, self.step)
+            last = latest_checkpoint(root)
+            kept = f"the previous checkpoint {last} is intact" if last else "no earlier checkpoint exists"
+            raise DiskFull(f"no space left on device while saving checkpoint step-{self.step} in "
+                           f"{root}; {kept}") from err
         self.save_seconds.append(time.perf_counter() - started)
         log.info("saved %s in %.1fs", path, self.save_seconds[-1])
         return path
