@@ -20,12 +20,14 @@ import zstandard
 from typer.testing import CliRunner
 
 from flm.cli.main import app
-from flm.config import find_config, load_config
+from flm.config import ConfigError, find_config, load_config
 from flm.pipelines.token_shards import Manifest, documents_to_batch, write_shard
 from flm.train.checkpoint import list_checkpoints, read_meta
 from flm.train.checkpoint.integrity import verify_checkpoint
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig
+from flm.train.engine import cpu as cpu_engine
+from flm.train.model.size import param_count
 from flm.train.trainer import loop as train_mod
 from flm.train.trainer.evaluate import evaluate_checkpoint
 from flm.train.trainer.loop import TrainingDiverged
@@ -379,3 +381,17 @@ def test_disk_full_during_a_save_is_one_message(mixture_dict: dict, mixture: Mix
     assert result.exit_code == 1
     assert "no space left on device while saving checkpoint step-4" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_model_too_large_for_this_cpu_is_refused_before_allocating(mixture: MixtureConfig, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"^stage tiny needs about [\d,.]+ GiB for weights and Adam state on this "
+                                          r"CPU, [\d,.]+ GiB is available"):
+        train_mod.train(stage(*FAST, "model.hidden=65536"), mixture, tmp_path / "huge", steps=1)
+    assert not (tmp_path / "huge" / "checkpoints").exists()
+    monkeypatch.setattr(cpu_engine, "available_memory", lambda: 2**30)
+    wide = stage(*FAST, "model.hidden=2048", "model.vocab_size=257")  # the shards' vocabulary
+    need = param_count(wide.model) * 16 / 2**30
+    with pytest.raises(ConfigError, match=rf"needs about {need:.1f} GiB for weights and Adam state on this CPU, "
+                                          r"1\.0 GiB is available"):
+        train_mod.train(wide, mixture, tmp_path / "wide", steps=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +17,33 @@ from flm.train.config import StageConfig
 from flm.train.engine.batch import Batch, loss_sum, split_batch
 from flm.train.model.gpt import build_model
 from flm.train.model.mup import param_groups
+from flm.train.model.size import cpu_train_bytes
 
 log = logging.getLogger(__name__)
+
+MEMINFO = Path("/proc/meminfo")
+GIB = 2**30
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can take without swapping (MemAvailable); None off Linux."""
+    try:
+        for line in MEMINFO.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits(stage: StageConfig, *, train: bool) -> None:
+    """A model too large for this machine is a message before allocating, not a MemoryError or the OOM killer."""
+    need, available = cpu_train_bytes(stage.model, train=train), available_memory()
+    if available is None or need <= available:
+        return
+    what = "weights and Adam state" if train else "weights"
+    raise ConfigError(f"stage {stage.name} needs about {need / GIB:,.1f} GiB for {what} on this CPU, "
+                      f"{available / GIB:,.1f} GiB is available; choose a smaller model or train on GPUs")
 
 
 class CpuEngine:
@@ -31,6 +57,7 @@ class CpuEngine:
                               "path is data-parallel only: --set parallel.tp=1 --set parallel.pp=1")
         if stage.train.precision != "fp32":
             log.warning("precision %s asked for; the CPU path trains in fp32", stage.train.precision)
+        check_fits(stage, train=train)
         self.device = torch.device("cpu")
         self.module = build_model(stage.model, vocab_size=vocab_size, params_dtype=torch.float32)
         self.precision = "fp32"

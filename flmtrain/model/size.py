@@ -53,6 +53,15 @@ def param_count(cfg: ModelConfig) -> int:
     return embedding + cfg.layers * layer_params(cfg) + _norm_params(cfg) + head
 
 
+CPU_TRAIN_BYTES_PER_PARAM = 16
+"""What training holds per parameter on the CPU engine: the fp32 weight, its gradient and AdamW's two moments."""
+
+
+def cpu_train_bytes(cfg: ModelConfig, *, train: bool = True) -> int:
+    """Host memory the CPU engine's weights (and, to train, gradients and Adam state) take, activations aside."""
+    return param_count(cfg) * (CPU_TRAIN_BYTES_PER_PARAM if train else 4)
+
+
 def stage_params_per_gpu(cfg: ModelConfig, tp: int, pp: int) -> int:
     """Parameters held by one GPU of the heaviest pipeline stage (vectors counted whole; close enough)."""
     layers = cfg.layers // pp * layer_params(cfg) // tp
