@@ -3,7 +3,9 @@
 One row per document: `tokens: list<uint32>` (EOS appended), `doc_id`, `source`, `subset`.
 Files are uncompressed Arrow IPC *file* format so they memory-map zero-copy. This module is the
 only writer and the only reader of the format; the reader checks the manifest so a shard set made
-by another tokenizer is a clear error, not silent garbage.
+by another tokenizer is a clear error, not silent garbage. Each shard's checksum is recorded when it is
+written; `verify()` checks them (the mixture does it once, when it builds a source's cached index), so a
+shard changed on disk (a flipped bit, a partial copy) is named corrupt instead of trained on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 
 from flm.config.atomic import AtomicFile, atomic_write_text
 from flm.config.errors import FlmError
@@ -24,6 +27,9 @@ MANIFEST_NAME = "manifest.json"
 PROGRESS_NAME = ".progress.jsonl"
 """Present while `flm data tokenize` has not finished a source directory (its resume log)."""
 SHARD_SUFFIX = ".arrow"
+CHECKSUM_ALGORITHM = "xxh3_128"
+"""Fast (GB/s) and plenty for catching damage; not meant to resist someone forging a shard."""
+_HASH_CHUNK = 16 << 20
 SCHEMA = pa.schema([
     ("tokens", pa.list_(pa.uint32())),
     ("doc_id", pa.string()),
@@ -41,6 +47,17 @@ class ShardInfo:
     name: str
     rows: int
     tokens: int
+    checksum: str | None = None
+    """`xxh3_128:<hex>` of the file's bytes; None in manifests written before checksums were kept."""
+
+
+def file_checksum(path: Path) -> str:
+    """The checksum of a file's bytes, as recorded in the manifest."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return f"{CHECKSUM_ALGORITHM}:{digest.hexdigest()}"
 
 
 @dataclass
@@ -101,6 +118,11 @@ class Manifest:
             seen.add(name)
             if not all(isinstance(v, int) and v >= 0 for v in (shard.rows, shard.tokens)):
                 raise TokenShardError(f"{path}: shards[{i}] ({name}): rows and tokens must be integers >= 0")
+            checksum = shard.checksum
+            if checksum is not None and not (isinstance(checksum, str)
+                                             and checksum.startswith(f"{CHECKSUM_ALGORITHM}:")):
+                raise TokenShardError(f"{path}: shards[{i}] ({name}): checksum {checksum!r} is not "
+                                      f"'{CHECKSUM_ALGORITHM}:<hex>'")
 
 
 def documents_to_batch(token_lists: Sequence[np.ndarray | Sequence[int]], doc_ids: Sequence[str],
@@ -130,6 +152,7 @@ class TokenShardWriter:
         self.path = Path(path)
         self.rows = 0
         self.tokens = 0
+        self.checksum: str | None = None
         self._target = AtomicFile(self.path)
         self._writer = pa.ipc.new_file(self._target.file, SCHEMA)
 
@@ -139,9 +162,20 @@ class TokenShardWriter:
         self.tokens += len(batch.column(0).values)
 
     def close(self) -> ShardInfo:
+        """Finish the file and return its counts and checksum (hashed from the page cache, before the rename)."""
         self._writer.close()
+        try:
+            self._target.file.flush()
+            self.checksum = file_checksum(self._target.temp_path)
+        except BaseException:
+            self._target.discard()
+            raise
         self._target.commit()
-        return ShardInfo(name=self.path.name, rows=self.rows, tokens=self.tokens)
+        return self.info
+
+    @property
+    def info(self) -> ShardInfo:
+        return ShardInfo(name=self.path.name, rows=self.rows, tokens=self.tokens, checksum=self.checksum)
 
     def abort(self) -> None:
         """Drop a partial shard (the temp file), leaving nothing that looks complete."""
@@ -191,23 +225,15 @@ class TokenShards:
         subsets: list[pa.Array] = []
         doc_ids: list[pa.Array] = []
         for info in self.manifest.shards:
-            table = self._open(info)
-            tokens = 0
-            for batch in table.to_batches():
-                col = batch.column(0)
-                if col.offset != 0:
-                    raise TokenShardError(f"{self.directory / info.name}: sliced list arrays are not supported")
-                chunk = _Chunk(col.values.to_numpy(zero_copy_only=True), col.offsets.to_numpy())
-                _check_offsets(chunk, self.directory / info.name)
-                self._chunks.append(chunk)
-                self._chunk_shards.append(info.name)
-                tokens += len(chunk.values)
+            try:
+                batches = self._batches(info)
+            except TokenShardError:
+                self._verify_shard(info)  # a damaged file: say so, rather than what the damage broke
+                raise
+            for batch in batches:
                 doc_ids.append(batch.column(1))
                 sources.append(batch.column(2))
                 subsets.append(batch.column(3))
-            if tokens != info.tokens:
-                raise TokenShardError(f"{self.directory / info.name}: {tokens} tokens but the manifest says "
-                                      f"{info.tokens}")
         lengths = [np.diff(c.offsets).astype(np.int64) for c in self._chunks]
         self.doc_lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
         """Tokens per document (EOS included), in global document order."""
@@ -220,6 +246,43 @@ class TokenShards:
         self._doc_ids = pa.chunked_array(doc_ids, pa.string())
         self._sources = pa.chunked_array(sources, pa.string())
         self._subsets = pa.chunked_array(subsets, pa.string())
+
+    def _batches(self, info: ShardInfo) -> list[pa.RecordBatch]:
+        """One shard's record batches, its token chunks appended to self._chunks once it checks out."""
+        path = self.directory / info.name
+        batches = self._open(info).to_batches()
+        chunks = []
+        for batch in batches:
+            col = batch.column(0)
+            if col.offset != 0:
+                raise TokenShardError(f"{path}: sliced list arrays are not supported")
+            chunk = _Chunk(col.values.to_numpy(zero_copy_only=True), col.offsets.to_numpy())
+            _check_offsets(chunk, path)
+            chunks.append(chunk)
+        tokens = sum(len(c.values) for c in chunks)
+        if tokens != info.tokens:
+            raise TokenShardError(f"{path}: {tokens} tokens but the manifest says {info.tokens}")
+        self._chunks.extend(chunks)
+        self._chunk_shards.extend([info.name] * len(chunks))
+        return batches
+
+    def verify(self) -> None:
+        """Every shard's bytes against the checksum its manifest recorded (a read of every file: the mixture's
+        cached index does it once per manifest); shards listed without one (older manifests) are skipped."""
+        for info in self.manifest.shards:
+            self._verify_shard(info)
+
+    def _verify_shard(self, info: ShardInfo) -> None:
+        if info.checksum is None:
+            return
+        path = self.directory / info.name
+        try:
+            got = file_checksum(path)
+        except OSError as err:
+            raise TokenShardError(f"{path}: cannot read token shard: {err}") from err
+        if got != info.checksum:
+            raise TokenShardError(f"{path}: the shard is corrupt: its checksum {got} differs from {info.checksum} "
+                                  f"recorded in {MANIFEST_NAME} when it was written; re-tokenize this source")
 
     def _open(self, info: ShardInfo) -> pa.Table:
         path = self.directory / info.name
@@ -317,4 +380,4 @@ def write_shard(path: Path, batches: Iterable[pa.RecordBatch]) -> ShardInfo:
     with TokenShardWriter(path) as writer:
         for batch in batches:
             writer.write_batch(batch)
-    return ShardInfo(name=writer.path.name, rows=writer.rows, tokens=writer.tokens)
+    return writer.info

@@ -8,6 +8,7 @@ each one starts.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import flm.pipelines.token_shards as token_shards
 from flm.cli.main import app
 from flm.config import ConfigError, config_to_dict, load_config
 from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch
@@ -257,6 +259,26 @@ def test_index_is_cached(data: dict, tmp_path: Path) -> None:
     Mixture(config(data, cache_dir=str(tmp_path), valid_fraction=0.2))
     assert len(list((tmp_path / "mixture-index").glob("*.npz"))) == 4
     assert np.array_equal(held, Mixture(config(data, cache_dir=str(tmp_path), seed=99)).sources[0].index.held_out)
+
+
+def test_shard_checksums_are_verified_once_and_name_a_corrupt_shard(data: dict, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "wudao"
+    shutil.copytree(data["root"] / "wudao", source)
+    cfg = config(data, cache_dir=str(tmp_path / "cache"), sources=[{"name": "wudao", "path": str(source)}])
+    hashed = []
+    real = token_shards.file_checksum
+    monkeypatch.setattr(token_shards, "file_checksum", lambda path: hashed.append(path.name) or real(path))
+    Mixture(cfg)
+    assert sorted(hashed) == ["shard-000.arrow", "shard-001.arrow"]
+    Mixture(cfg)
+    assert len(hashed) == 2, "a cached index means its shards were verified: not hashed again"
+    shard = source / "shard-001.arrow"
+    raw = bytearray(shard.read_bytes())
+    raw[raw.find(np.uint32(2_000_151).tobytes())] ^= 1  # a token of a document in the second shard
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match=r"sources\[0\] \(wudao\): .*shard-001\.arrow: the shard is corrupt"):
+        Mixture(cfg)
 
 
 def test_epoch_orders_on_disk_match_memory(data: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

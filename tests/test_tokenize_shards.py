@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from bilingual_text import documents, pile_record, write_clean, wudao_record
@@ -98,6 +99,7 @@ def test_shards_read_back_with_plain_pyarrow(corpus: tuple[Path, dict], tok_dir:
         assert manifest.total_tokens == sum(map(len, expected))
         assert manifest.tokenizer_hash == tok.content_hash and manifest.vocab_size == VOCAB
         assert manifest.eos_id == tok.eos_id and manifest.command == "test"
+        assert all(s.checksum == token_shards.file_checksum(tokens / source / s.name) for s in manifest.shards)
         reader = TokenShards(tokens / source, tokenizer_hash=tok.content_hash, vocab_size=VOCAB)
         assert reader.document(3).tolist() == expected[3]
         assert reader.read(0, reader.num_tokens).tolist() == [i for doc in expected for i in doc]
@@ -299,6 +301,8 @@ def _source(directory: Path, docs: list[list[int]], *, vocab: int = 10, eos: int
     ({"manifest_shards": [{"name": "p.arrow", "rows": 1, "tokens": 3}] * 2}, "listed twice"),
     ({"eos": 10}, "eos_id 10 is outside the vocabulary"),
     ({"manifest_shards": [{"name": "p.arrow", "rows": 1, "tokens": 99}]}, "3 tokens but the manifest says 99"),
+    ({"manifest_shards": [{"name": "p.arrow", "rows": 1, "tokens": 3, "checksum": "md5:00"}]},
+     "checksum 'md5:00' is not 'xxh3_128:<hex>'"),
 ])
 def test_a_bad_manifest_is_refused_on_open(tmp_path: Path, edit: dict, message: str) -> None:
     with pytest.raises(TokenShardError, match=message):
@@ -322,3 +326,41 @@ def test_decreasing_offsets_are_refused(tmp_path: Path) -> None:
     Manifest(tokenizer_hash="h", vocab_size=10, eos_id=9, shards=[info]).save(directory)
     with pytest.raises(TokenShardError, match="offsets are not increasing"):
         TokenShards(directory)
+
+
+def flip_token(path: Path, value: int) -> None:
+    """Flip the low bit of the first stored token `value`: one byte changes, the Arrow file still reads."""
+    data = bytearray(path.read_bytes())
+    at = data.find(np.uint32(value).tobytes())
+    assert at >= 0
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_is_named_corrupt(tmp_path: Path) -> None:
+    directory = _source(tmp_path / "src", [[1, 2, 7, 9], [3, 9]])
+    assert Manifest.load(directory).shards[0].checksum.startswith("xxh3_128:")
+    TokenShards(directory).verify()
+    flip_token(directory / "p.arrow", 7)
+    shards = TokenShards(directory)  # opening stays cheap: the bytes are hashed by verify()
+    assert shards.document(0).tolist() == [1, 2, 6, 9]
+    with pytest.raises(TokenShardError, match=r"src/p\.arrow: the shard is corrupt: its checksum xxh3_128:\w+ "
+                                              r"differs from xxh3_128:\w+ recorded in manifest\.json"):
+        shards.verify()
+
+
+def test_damage_that_breaks_the_arrow_file_is_named_corrupt_too(tmp_path: Path) -> None:
+    directory = _source(tmp_path / "src", [[1, 2, 7, 9]])
+    data = bytearray((directory / "p.arrow").read_bytes())
+    data[-3] ^= 0xFF  # the closing magic number
+    (directory / "p.arrow").write_bytes(bytes(data))
+    with pytest.raises(TokenShardError, match=r"p\.arrow: the shard is corrupt"):
+        TokenShards(directory)
+
+
+def test_manifests_without_checksums_still_load(tmp_path: Path) -> None:
+    directory = _source(tmp_path / "src", [[1, 2, 7, 9]], manifest_shards=[{"name": "p.arrow", "rows": 1, "tokens": 4}])
+    flip_token(directory / "p.arrow", 7)
+    shards = TokenShards(directory)
+    shards.verify()  # nothing recorded, nothing to check
+    assert shards.manifest.shards[0].checksum is None and shards.document(0).tolist() == [1, 2, 6, 9]

@@ -59,17 +59,22 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(shards: TokenShards, valid_fraction: float) -> str:
-    """Changes whenever the shards (via their manifest) or the hold-out settings change."""
+    """Changes whenever the shards (their manifest, or a file's size or mtime: a shard rewritten in place is
+    checked again) or the hold-out settings change."""
     manifest = asdict(shards.manifest)
     manifest.pop("extra", None)
     manifest.pop("command", None)
-    blob = json.dumps({"version": INDEX_VERSION, "manifest": manifest, "valid_fraction": valid_fraction},
-                      sort_keys=True)
+    stats = [(shards.directory / s.name).stat() for s in shards.manifest.shards]
+    files = [[s.st_size, s.st_mtime_ns] for s in stats]
+    blob = json.dumps({"version": INDEX_VERSION, "manifest": manifest, "files": files,
+                       "valid_fraction": valid_fraction}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def build_index(shards: TokenShards, valid_fraction: float) -> SourceIndex:
-    """The index of a source, after checking its token ids once (a cached index means they were checked)."""
+    """The index of a source, after checking its shards' checksums and token ids once (a cached index means they
+    were checked: a pass over every byte is too slow for each start of every rank)."""
+    shards.verify()
     shards.check_token_ids()
     encoded = pa.array(shards.subsets(), pa.string()).dictionary_encode()
     names = [str(n) for n in encoded.dictionary.to_pylist()]

@@ -92,7 +92,10 @@ class Mixture:
             if progress:
                 progress("index sources", position, len(cfg.sources))
             shards = _open_source(position, source)
-            index = load_index(shards, cfg.valid_fraction, cfg.cache_dir)
+            try:
+                index = load_index(shards, cfg.valid_fraction, cfg.cache_dir)
+            except TokenShardError as err:  # a corrupt shard or a token id beyond the vocabulary
+                raise ConfigError(f"sources[{position}] ({source.name}): {err}") from err
             _check_subsets(position, source, index)
             self.sources.append(_Source(source, shards, index, self._parts(source, shards, index)))
         if progress:

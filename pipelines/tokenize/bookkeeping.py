@@ -141,8 +141,9 @@ class Books:
     def _assemble(self, task: ShardTask) -> None:
         """Concatenate a shard's pieces, record the shard, then drop the pieces."""
         paths = [task.piece(i) for i in range(len(task.inputs))]
-        concatenate_pieces(paths, Path(task.out_dir) / task.name)
+        written = concatenate_pieces(paths, Path(task.out_dir) / task.name)
         outcome = Outcome.combine(task.name, [self.pieces[task.source].pop(p.name) for p in paths])
+        outcome.info.checksum = written.checksum
         self.shards[task.source][task.name] = outcome
         self.written += 1
         self._append(task.source, "shard", outcome)

@@ -60,7 +60,7 @@ def tokenize_file(source: str, path: Path, out_path: Path, tokenizer: Tokenizer,
                    text_bytes=text_bytes, skips=skips, subsets=subsets, seconds=time.perf_counter() - start)
 
 
-def concatenate_pieces(pieces: list[Path], out_path: Path) -> None:
+def concatenate_pieces(pieces: list[Path], out_path: Path) -> ShardInfo:
     """Copy the record batches of `pieces`, in order, into one shard (memory-mapped, no re-encoding)."""
     with TokenShardWriter(out_path) as writer:
         for piece in pieces:
@@ -68,3 +68,4 @@ def concatenate_pieces(pieces: list[Path], out_path: Path) -> None:
                 reader = pa.ipc.open_file(source)
                 for i in range(reader.num_record_batches):
                     writer.write_batch(reader.get_batch(i))
+    return writer.info

@@ -22,13 +22,16 @@ class Outcome:
     seconds: float
 
     def to_json(self) -> dict:
-        return {"rows": self.info.rows, "tokens": self.info.tokens, "inputs": [list(i) for i in self.inputs],
-                "docs_read": self.docs_read, "text_bytes": self.text_bytes, "skipped": self.skips.counts,
+        checksum = {"checksum": self.info.checksum} if self.info.checksum else {}
+        return {"rows": self.info.rows, "tokens": self.info.tokens, **checksum,
+                "inputs": [list(i) for i in self.inputs], "docs_read": self.docs_read, "text_bytes": self.text_bytes,
+                "skipped": self.skips.counts,
                 "skipped_examples": self.skips.examples, "subsets": self.subsets, "seconds": round(self.seconds, 3)}
 
     @classmethod
     def from_json(cls, name: str, data: dict) -> Outcome:
-        return cls(info=ShardInfo(name=name, rows=data["rows"], tokens=data["tokens"]),
+        info = ShardInfo(name=name, rows=data["rows"], tokens=data["tokens"], checksum=data.get("checksum"))
+        return cls(info=info,
                    inputs=[(f, s) for f, s in data["inputs"]], docs_read=data["docs_read"],
                    text_bytes=data["text_bytes"], skips=SkipLog(dict(data["skipped"]), dict(data["skipped_examples"])),
                    subsets=data["subsets"], seconds=data["seconds"])
