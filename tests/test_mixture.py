@@ -8,6 +8,7 @@ each one starts.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from flm.config import ConfigError, config_to_dict, load_config
 from flm.pipelines.token_shards import Manifest, TokenShardWriter, documents_to_batch
 from flm.train.data import Blend, Mixture
 from flm.train.data.config import MixtureConfig
+from flm.train.data.mixture import open_mixture
 from flm.train.data.report import mixture_report
 
 EOS = 0
@@ -140,6 +142,17 @@ def test_seq_len_override_and_default(data: dict) -> None:
     assert Mixture(config(data, seq_len=None)).seq_len == 2048
     override = Mixture(config(data), seq_len=32)
     assert take(override.train_loader(2), 1)[0].shape == (2, 33)
+
+
+def test_a_mixture_seq_len_overriding_the_stage_says_so(data: dict, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="flm.train.data.mixture"):
+        assert open_mixture(config(data), SEQ).seq_len == SEQ  # the same length: nothing to say
+        assert open_mixture(config(data, seq_len=None), 32).seq_len == 32  # the stage's applies
+        assert not caplog.records
+        assert open_mixture(config(data), 128).seq_len == SEQ
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the mixture's seq_len ({SEQ}) overrides the stage's model.seq_len (128): samples and the model's context "
+        f"are {SEQ} tokens; remove seq_len from the mixture to use the stage's"]
 
 
 def test_dp_slices_are_disjoint_and_complete(data: dict) -> None:

@@ -63,7 +63,8 @@ class SourceConfig:
 class MixtureConfig:
     seq_len: int | None = None
     """Tokens per training sample (each carries seq_len + 1: inputs and shifted labels). None: the
-    trainer's (the stage's) sequence length, or DEFAULT_SEQ_LEN where nothing else says."""
+    trainer's (the stage's) sequence length, or DEFAULT_SEQ_LEN where nothing else says. Set, it wins over
+    the stage's model.seq_len, with a warning where the two differ."""
     seed: int = 1234
     """Seeds the per-epoch document shuffles; the validation hold-out does not depend on it."""
     valid_fraction: float = 0.01

@@ -186,5 +186,13 @@ class Mixture:
 
 
 def open_mixture(mixture_cfg: MixtureConfig, default_seq_len: int | None = None) -> Mixture:
-    """The mixture's loader; its sequence length is the mixture's, else `default_seq_len` (the stage's)."""
+    """The mixture's loader; its sequence length is the mixture's, else `default_seq_len` (the stage's).
+
+    A mixture's seq_len that differs from the stage's still wins (the documented rule, which sweeps over
+    context length rely on), but loudly: the model then trains at a length its stage file does not show.
+    """
+    if mixture_cfg.seq_len is not None and default_seq_len is not None and mixture_cfg.seq_len != default_seq_len:
+        log.warning("the mixture's seq_len (%d) overrides the stage's model.seq_len (%d): samples and the model's "
+                    "context are %d tokens; remove seq_len from the mixture to use the stage's",
+                    mixture_cfg.seq_len, default_seq_len, mixture_cfg.seq_len)
     return Mixture(mixture_cfg, seq_len=default_seq_len if mixture_cfg.seq_len is None else None)
