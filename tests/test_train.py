@@ -11,6 +11,8 @@ import json
 import math
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -395,3 +397,34 @@ def test_a_model_too_large_for_this_cpu_is_refused_before_allocating(mixture: Mi
     with pytest.raises(ConfigError, match=rf"needs about {need:.1f} GiB for weights and Adam state on this CPU, "
                                           r"1\.0 GiB is available"):
         train_mod.train(wide, mixture, tmp_path / "wide", steps=1)
+
+
+def test_sigterm_during_a_long_step_stops_it_between_micro_batches(mixture: MixtureConfig, tmp_path: Path) -> None:
+    """A 3000-micro-batch step (several seconds) signalled after 0.5 s stops within a micro-batch or two: the step
+    is dropped, the checkpoint saved is the previous step's (step 1), and resuming matches a straight run."""
+    cfg = stage(*FAST, "train.micro_batch=1", "train.global_batch=3000")
+    few = stage(*FAST)
+    train_mod.train(few, mixture, tmp_path / "run", steps=1)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    started = time.perf_counter()
+    timer.start()
+    try:
+        stopped = train_mod.train(cfg, mixture, tmp_path / "run", steps=2)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - started < 3.0
+    assert stopped.status == "interrupted" and stopped.step == 1 and stopped.checkpoint.endswith("step-1")
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [1]
+    assert sorted(losses(tmp_path / "run")) == [1]
+    assert read_meta(Path(stopped.checkpoint)).consumed_samples == 4
+    train_mod.train(few, mixture, tmp_path / "run", steps=2)
+    train_mod.train(few, mixture, tmp_path / "straight", steps=2)
+    assert losses(tmp_path / "run") == losses(tmp_path / "straight")
+
+
+def test_absurd_global_batches_are_refused_up_front(mixture: MixtureConfig, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.global_batch \(2000000\) makes 2,000,000 micro-batches per step"):
+        train_mod.micro_batches_per_step(stage("train.global_batch=2000000", "train.micro_batch=1"), 1)
+    with pytest.raises(ConfigError, match=r"^train.global_batch \(1048576\) x seq_len \(32\) is 33,554,432 tokens "
+                                          r"per step, more than the mixture's training data holds \([\d,]+ tokens\)"):
+        train_mod.train(stage("train.global_batch=1048576"), mixture, tmp_path / "run", steps=1)

@@ -50,6 +50,8 @@ class CpuEngine:
     """fp32 on CPU; torch DDP when the data-parallel group has more than one rank."""
 
     checkpoint_format = "torch"
+    streams_micro_batches = True
+    """forward_backward takes its micro-batches one at a time, so the loop may hand it a lazy sequence."""
 
     def __init__(self, stage: StageConfig, vocab_size: int, *, train: bool = True) -> None:
         if stage.parallel.tp != 1 or stage.parallel.pp != 1:

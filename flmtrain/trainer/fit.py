@@ -26,4 +26,16 @@ def fit_stage(stage: StageConfig, mixture: Mixture) -> StageConfig:
         log.info("vocabulary %d from the token shards' manifest (stage config says %d)",
                  mixture.vocab_size, stage.model.vocab_size)
         stage.model.vocab_size = mixture.vocab_size
+    _check_batch_fits_data(stage, mixture)
     return stage
+
+
+def _check_batch_fits_data(stage: StageConfig, mixture: Mixture) -> None:
+    """A step larger than an epoch of the training data repeats every sample within the step: a typo'd
+    global_batch, refused before it makes a step that takes hours."""
+    per_step = stage.train.global_batch * stage.model.seq_len
+    held = sum(source.train_tokens for source in mixture.sources)
+    if per_step > held:
+        raise ConfigError(f"train.global_batch ({stage.train.global_batch}) x seq_len ({stage.model.seq_len}) is "
+                          f"{per_step:,} tokens per step, more than the mixture's training data holds ({held:,} "
+                          "tokens); lower train.global_batch")

@@ -3,8 +3,9 @@
 Per step: draw global_batch / (micro_batch x dp) micro-batches, accumulate gradients, agree on the
 loss across ranks, then clip and step, or skip the step when the loss or gradient is NaN/inf
 (stopping after `train.max_bad_steps` skips in a row). Checkpoints every `train.save_every` steps,
-on SIGTERM/SIGINT and at the end; `--steps` is the run's total, so rerunning the same command
-resumes from the run directory's latest checkpoint and goes on to the same target.
+on SIGTERM/SIGINT (a step it arrives in is dropped, however many micro-batches it has) and at the end;
+`--steps` is the run's total, so rerunning the same command resumes from the run directory's latest
+checkpoint and goes on to the same target.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from flm.train.checkpoint import (
     set_rng_state,
 )
 from flm.train.checkpoint.layout import discard_partial
+from flm.train.checkpoint.rng import rng_state
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig, mixture_record
 from flm.train.data.mixture import open_mixture
@@ -65,6 +67,9 @@ OnStep = Callable[[dict[str, Any]], None]
 
 SANE_LOSS_FACTOR = 1.5
 """A loss above 1.5 x ln(vocabulary) (half again worse than guessing uniformly) means diverged weights."""
+
+MAX_MICRO_BATCHES = 1_000_000
+"""More micro-batches per step than this is a typo (a step of hours), not a batch size."""
 
 
 class TrainingDiverged(FlmError, RuntimeError):
@@ -105,11 +110,41 @@ def micro_batches_per_step(stage: StageConfig, dp_size: int) -> int:
     if stage.train.global_batch % per_pass:
         raise ConfigError(f"train.global_batch ({stage.train.global_batch}) must be a multiple of "
                          f"train.micro_batch x data-parallel size ({stage.train.micro_batch} x {dp_size})")
-    return stage.train.global_batch // per_pass
+    count = stage.train.global_batch // per_pass
+    if count > MAX_MICRO_BATCHES:
+        raise ConfigError(f"train.global_batch ({stage.train.global_batch}) makes {count:,} micro-batches per step "
+                          f"(micro_batch {stage.train.micro_batch} x data-parallel size {dp_size}), more than "
+                          f"{MAX_MICRO_BATCHES:,}: one step would run for hours; lower train.global_batch")
+    return count
+
+
+class _StepInterrupted(Exception):
+    """A signal arrived while a step was gathering or computing its micro-batches; the step is dropped."""
+
+
+class _MicroBatches(Sequence):
+    """A step's micro-batches drawn from the loader as the engine asks for them, so it holds one at a time and a
+    signal stops the step between two (raising _StepInterrupted) rather than after all of them."""
+
+    def __init__(self, batches: Iterator[Any], count: int, stopped: Callable[[], bool]) -> None:
+        self.batches, self.count, self.stopped = batches, count, stopped
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Any:
+        raise TypeError("micro-batches are drawn in order; iterate")
+
+    def __iter__(self) -> Iterator[Any]:
+        for _ in range(self.count):
+            if self.stopped():
+                raise _StepInterrupted
+            yield next(self.batches)
 
 
 class _StopOnSignal:
-    """SIGTERM/SIGINT set a flag that the loop checks after each step (a second SIGINT aborts)."""
+    """SIGTERM/SIGINT set a flag that the loop checks after each step and between micro-batches (a second SIGINT
+    aborts)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -271,15 +306,38 @@ class Trainer:
         log.info("saved %s in %.1fs", path, self.save_seconds[-1])
         return path
 
-    def _train_step(self) -> tuple[float, float, float, bool]:
-        """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied)."""
-        micro = [next(self.batches) for _ in range(self.num_micro)]
-        self.consumed += self.stage.train.global_batch
+    def _micro_batches(self, stop: _StopOnSignal) -> Sequence[Any]:
+        """This step's micro-batches: drawn lazily where the engine takes them one at a time (the CPU engine),
+        else gathered up front; a signal on any rank, between two, interrupts the step on every rank."""
+        def any_rank_stopped() -> bool:
+            return all_reduce_sum([float(stop.signum is not None)])[0] > 0
+
+        if getattr(self.engine, "streams_micro_batches", False):
+            return _MicroBatches(self.batches, self.num_micro, any_rank_stopped)
+        micro = []
+        while len(micro) < self.num_micro and stop.signum is None:
+            micro.append(next(self.batches))
+        if any_rank_stopped():  # one collective per step, so ranks that saw no signal agree
+            raise _StepInterrupted
+        return micro
+
+    def _train_step(self, stop: _StopOnSignal) -> tuple[float, float, float, bool]:
+        """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied).
+
+        _StepInterrupted when a signal stops it midway: weights, optimizer, data position and RNG are then as
+        before the step, so the checkpoint saved next is the previous step's, exactly."""
+        rng = rng_state()
+        micro = self._micro_batches(stop)
         if self.ramp is not None:
             self.ramp.update(self.step)  # growth masks for this step (folded away once they reach 1)
         lr = self.schedule.apply(self.engine.param_groups, self.step - self.schedule_offset)
         self.engine.zero_grad()
-        loss = all_reduce_sum([float(self.engine.forward_backward(micro))])[0] / world_size()
+        try:
+            loss = all_reduce_sum([float(self.engine.forward_backward(micro))])[0] / world_size()
+        except _StepInterrupted:
+            set_rng_state(rng)  # dropout of the dropped micro-batches drew from it
+            raise
+        self.consumed += self.stage.train.global_batch
         grad_norm = self.engine.grad_norm()
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
@@ -298,6 +356,7 @@ class Trainer:
         peak = peak_tflops(self.stage.train.peak_tflops, self.parallel.device_name)
         loss = val_loss = None
         bad_in_a_row = 0
+        healthy = True
         status = "completed"
         if self.rng is not None:
             set_rng_state(self.rng)
@@ -307,7 +366,13 @@ class Trainer:
                     self._grow_if_due()
                     cfg = self.stage.train
                     t0 = time.perf_counter()
-                    lr, loss, grad_norm, finite = self._train_step()
+                    try:
+                        lr, loss, grad_norm, finite = self._train_step(stop)
+                    except _StepInterrupted:
+                        status = "interrupted"
+                        log.warning("signal received during step %d: dropping it, saving step %d and stopping",
+                                    self.step + 1, self.step)
+                        break
                     self.step += 1
                     if finite:
                         bad_in_a_row = 0
