@@ -546,3 +546,63 @@ def test_keep_intermediate_does_not_block_a_resume(run, tmp_path: Path) -> None:
     assert fingerprint(keep, plan) == fingerprint(drop, plan)
     other = load_config(PipelineConfig, find_config("wudao", "pipelines"), ["writer.docs_per_shard=7"])
     assert fingerprint(other, plan) != fingerprint(keep, plan)
+
+
+def reader_counts(reader) -> dict[str, float]:
+    """Documents per event ('in', 'drop') and per drop reason, from a RawReader's stats."""
+    counts: dict[str, float] = {}
+    for key, stat in reader.stats.stats.items():
+        if key.startswith("flm|docs|"):
+            _, _, event, _, _, reason = key.split("|")
+            counts[event] = counts.get(event, 0) + stat.total
+            if event == "drop":
+                counts[reason] = counts.get(reason, 0) + stat.total
+    return counts
+
+
+def test_raw_wudao_json_counts_every_record(tmp_path: Path) -> None:
+    """A JSON array is one document per record, even with a BOM, a lone surrogate or a byte that is not UTF-8
+    (orjson refused the whole file: one document in, one dropped); a cut-off array keeps the records before."""
+    from flm.pipelines.prepare.readers import RawReader
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "raw" / "wudao"
+    reader = RawReader(str(sample), "wudao", ["*.json"], [], str(tmp_path / "sample-work"))
+    docs = list(reader.run())
+    records = sum(len(json.loads(p.read_text(encoding="utf-8"))) for p in sample.glob("*.json"))
+    assert len(docs) == reader_counts(reader)["in"] == records
+
+    raw = tmp_path / "wudao"
+    raw.mkdir()
+    good = [wudao_record(ZH_NEWS, f"n{i}") for i in range(3)]
+    body = json.dumps([good[0], {**good[1], "content": "坏\ud800字"}, good[2]], ensure_ascii=True)
+    (raw / "a.json").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    bad_byte = json.dumps([good[0], {**good[1], "content": "@@"}], ensure_ascii=False).encode().replace(b"@@", b"\xff")
+    (raw / "b.json").write_bytes(bad_byte)
+    (raw / "c.json").write_text(json.dumps(good, ensure_ascii=False)[:-30], encoding="utf-8")  # cut off in record 3
+    reader = RawReader(str(raw), "wudao", ["*.json"], [], str(tmp_path / "work"))
+    assert [d.id for d in reader.run()] == ["n0", "n2", "n0", "n0", "n1"]
+    assert reader_counts(reader) == {"in": 8, "drop": 3, "read/invalid_utf8": 2, "read/unreadable_json": 1}
+    bad = (tmp_path / "work" / "bad_input" / "00000.jsonl").read_text(encoding="utf-8")
+    assert '"file": "a.json", "line": 2' in bad and '"file": "c.json", "line": 3' in bad
+
+
+def test_wudao_converted_in_place_is_read_once(tmp_path: Path) -> None:
+    """Shards converted into the folder of their JSON originals: a rerun of the conversion and prepare's
+    reader each see every document once (the originals and the shards were both read)."""
+    from flm.pipelines.prepare.readers import RawReader
+    from flm.pipelines.wudao import convert
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "raw" / "wudao"
+    raw = tmp_path / "raw" / "wudao"
+    raw.mkdir(parents=True)
+    for path in sample.glob("*.json"):
+        (raw / path.name).write_bytes(path.read_bytes())
+    records = sum(len(json.loads(p.read_text(encoding="utf-8"))) for p in raw.glob("*.json"))
+    assert convert(raw, raw).docs == records
+    again = convert(raw, raw)  # its own report (conversion.json) is no WuDao input
+    assert (again.docs, again.files, again.malformed_count) == (records, 3, 0)
+    cfg = load_config(PipelineConfig, find_config("wudao", "pipelines"))
+    reader = RawReader(str(raw), "wudao", cfg.reader.patterns, cfg.reader.exclude, str(tmp_path / "work"))
+    assert len(list(reader.run())) == reader_counts(reader)["in"] == records
+    plan = make_plan(cfg, tmp_path / "raw", tmp_path / "clean")
+    assert plan.files == again.shards and plan.converted == sorted(p.name for p in sample.glob("*.json"))

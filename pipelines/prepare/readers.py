@@ -1,8 +1,9 @@
 """Readers of the raw corpora: The Pile's jsonl.zst and WuDao's jsonl.zst shards or JSON arrays.
 
-Both become one document schema (schema.py) with the source and subset kept. Bad input never stops
-a run and never vanishes: a malformed line, a record missing a field, invalid UTF-8, a truncated or
-corrupt .zst, an unreadable file or JSON array is skipped with a warning naming the file and line,
+Both become one document schema (schema.py) with the source and subset kept; every record of a
+JSON array is a document of its own, streamed (WuDao files are hundreds of MB). Bad input never
+stops a run and never vanishes: a malformed line, a record missing a field, invalid UTF-8, a
+truncated or corrupt .zst, an unreadable file or JSON array is skipped with a warning naming the file and line,
 counted under its own reason, and logged to `bad_input/<rank>.jsonl` in the work folder.
 """
 
@@ -24,7 +25,9 @@ from datatrove.utils.logging import logger
 from flm.pipelines.jsonl_zst import CHUNK, ZstdStreamError, split_lines, zstd_chunks
 from flm.pipelines.prepare.accounting import DROP, IN, record
 from flm.pipelines.prepare.heartbeat import Heartbeat
-from flm.pipelines.prepare.schema import BYTES_IN, SUBSET, UNKNOWN_SUBSET, make_document, text_bytes
+from flm.pipelines.prepare.schema import BYTES_IN, SUBSET, UNKNOWN_SUBSET, make_document
+from flm.pipelines.wudao.conversion import REPORT_NAME
+from flm.pipelines.wudao.json_stream import JsonStreamError, iter_json_values, text_stream
 
 MALFORMED_JSON = "read/malformed_json"
 INVALID_UTF8 = "read/invalid_utf8"
@@ -54,12 +57,42 @@ class BadFile(Exception):
 
 
 def list_inputs(folder: str | DataFolder, patterns: list[str], exclude: list[str]) -> list[str]:
-    """Input files (relative paths, sorted): the same list in the planner and in every task."""
+    """Input files (relative paths, sorted): the same list in the planner and in every task.
+
+    JSON files a WuDao conversion turned into the shards beside them are left out (`converted_originals`).
+    """
     data_folder = get_datafolder(folder)
+    found = matching_inputs(data_folder, patterns, exclude)
+    return sorted(found - converted_originals(data_folder, found))
+
+
+def matching_inputs(data_folder: DataFolder, patterns: list[str], exclude: list[str]) -> set[str]:
     found: set[str] = set()
     for pattern in patterns:
         found.update(data_folder.list_files(glob_pattern=pattern))
-    return sorted(f for f in found if not any(fnmatch.fnmatch(posixpath.basename(f), x) for x in exclude))
+    return {f for f in found if not any(fnmatch.fnmatch(posixpath.basename(f), x) for x in exclude)}
+
+
+def converted_originals(data_folder: DataFolder, files: set[str]) -> set[str]:
+    """Those of `files` that the WuDao conversion recorded in this folder (conversion.json) read.
+
+    Converted in place, the originals and the shards made of them sit side by side; reading both
+    would count every document twice. Only a finished conversion (its report written, every shard
+    it lists present) stands in for its originals.
+    """
+    if not data_folder.isfile(REPORT_NAME):
+        return set()
+    try:
+        with data_folder.open(REPORT_NAME, "rt", encoding="utf-8") as fh:
+            report = json.load(fh)
+        inputs, shards = [Path(p) for p in report["inputs"]], set(report["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()  # not a report of ours: nothing stands in for any file
+    if not shards or not shards <= files:
+        return set()
+    root = Path(data_folder.path).resolve()
+    return {f for f in files if f.endswith((".json", ".jsonl"))
+            and any((root / f).resolve().is_relative_to(p) for p in inputs if p.is_absolute())}
 
 
 def _str_field(data: dict[str, Any], key: str, subset: str = UNKNOWN_SUBSET) -> str:
@@ -150,7 +183,7 @@ class RawReader(BaseDiskReader):
             self._heartbeat.beat(self._bytes_done + fh.tell())
 
         if filepath.endswith(".json"):
-            yield from self._read_array(filepath, fh.read())
+            yield from self._read_json(filepath, fh)
             return
         chunks = zstd_chunks(fh, on_read) if filepath.endswith(".zst") else plain_chunks(fh, on_read)
         lines = split_lines(chunks)
@@ -184,20 +217,27 @@ class RawReader(BaseDiskReader):
             self._bad(filepath, line_no, err.reason, str(err), len(line), err.subset)
             return None
 
-    def _read_array(self, filepath: str, raw: bytes) -> Iterator[Document]:
+    def _read_json(self, filepath: str, fh: IO[bytes]) -> Iterator[Document]:
+        """A JSON array (or JSON Lines named .json), streamed: each record is one document in."""
+        read = 0
+
+        def on_read(n: int) -> None:
+            nonlocal read
+            read += n
+            self._heartbeat.beat(self._bytes_done + read)
+
         try:
-            items = orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            raise BadFile(UNREADABLE_JSON, str(err)) from err
-        if not isinstance(items, list):
-            raise BadFile(UNREADABLE_JSON, f"expected a JSON array of records, got {type(items).__name__}")
-        for index, data in enumerate(items, start=1):
-            try:
-                doc = self._document(data, filepath, index)
-            except BadRecord as err:
-                self._bad(filepath, index, err.reason, str(err), 0, err.subset)
-                continue
-            yield doc
+            for index, value in iter_json_values(text_stream(fh, on_read)):
+                try:
+                    if isinstance(value, ValueError):
+                        raise BadRecord(MALFORMED_JSON, str(value))
+                    doc = self._document(value, filepath, index + 1)
+                except BadRecord as err:
+                    self._bad(filepath, index + 1, err.reason, str(err), 0, err.subset)
+                    continue
+                yield doc
+        except JsonStreamError as err:  # what is left of the file cannot be split into records
+            self._bad(filepath, err.index + 1, UNREADABLE_JSON, err.reason, 0)
 
     def _document(self, data: Any, filepath: str, line_no: int) -> Document:
         if not isinstance(data, dict):
@@ -205,9 +245,16 @@ class RawReader(BaseDiskReader):
         text, doc_id, subset, meta = self._record(data)
         if not text.strip():
             raise BadRecord(EMPTY_TEXT, "empty text", subset)
+        try:  # a lone surrogate (an escape in JSON, or a byte that is not UTF-8 in a .json file) cannot be written
+            nbytes = len(text.encode("utf-8"))
+            for value in meta.values():
+                if isinstance(value, str):
+                    value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise BadRecord(INVALID_UTF8, f"not UTF-8 text ({err.reason})", subset) from err
         if not isinstance(doc_id, (str, int)) or doc_id == "":
             doc_id = f"{self.source}/{filepath.rsplit('.json', 1)[0]}/{line_no}"
-        return make_document(text, str(doc_id), self.source, subset, meta, text_bytes(text))
+        return make_document(text, str(doc_id), self.source, subset, meta, nbytes)
 
     def _bad(self, filepath: str, line: int | str, reason: str, detail: str, nbytes: int,
              subset: str = UNKNOWN_SUBSET) -> None:

@@ -17,6 +17,7 @@ from flm.pipelines.prepare.accounting import Tally, collect, total
 from flm.pipelines.prepare.runner import execute
 from flm.pipelines.prepare.source_plan import DATA_REMOVED, WORK_DIR, SourcePlan, claim_work_dir, make_plan
 from flm.pipelines.prepare.writer import SHARD_SUFFIX
+from flm.pipelines.wudao import REPORT_NAME
 
 STATS_FILE = "stats.json"
 MAX_WARNINGS = 20
@@ -79,12 +80,21 @@ def bad_input_examples(plan: SourcePlan, limit: int = MAX_WARNINGS) -> list[str]
     return lines
 
 
+def converted_note(plan: SourcePlan) -> list[str]:
+    """The JSON files left unread because the shards beside them hold their documents."""
+    if not plan.converted:
+        return []
+    return [f"{len(plan.converted)} JSON file(s) in {plan.input_dir} ({plan.converted[0]}, ...): converted into the "
+            f"shards beside them ({REPORT_NAME}), whose documents were read instead"]
+
+
 def summarize(cfg: PipelineConfig, plan: SourcePlan) -> SourceResult:
     """Accounting of a finished source, from the per-task stats datatrove saved, written to stats.json."""
     subsets = collect(Path(plan.work_dir, "stages").glob("*/stats/*.json")).get(plan.source, {})
     result = SourceResult(source=plan.source, totals=total(subsets), subsets=subsets,
                           shards=len(list(Path(plan.clean_dir).glob(f"*{SHARD_SUFFIX}"))), clean_dir=plan.clean_dir,
-                          input_files=len(plan.files), tasks=plan.tasks, warnings=bad_input_examples(plan))
+                          input_files=len(plan.files), tasks=plan.tasks,
+                          warnings=converted_note(plan) + bad_input_examples(plan))
     stats = {**result.to_dict(), "docs_per_shard": cfg.writer.docs_per_shard, "config": config_to_dict(cfg)}
     Path(plan.clean_dir).mkdir(parents=True, exist_ok=True)
     Path(plan.clean_dir, STATS_FILE).write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n",

@@ -31,6 +31,3 @@ def clean_record(doc: Document) -> dict[str, Any]:
     """The line written to a clean shard; only the original metadata goes under `meta`."""
     return {"text": doc.text, "id": doc.id, "source": doc.metadata[SOURCE], "meta": doc.metadata.get(META, {})}
 
-
-def text_bytes(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))

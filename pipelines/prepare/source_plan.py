@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from datatrove.io import get_datafolder
 
 from flm.config import config_to_dict
 from flm.config.errors import FlmError
 from flm.pipelines.config import PipelineConfig
-from flm.pipelines.prepare.readers import list_inputs
+from flm.pipelines.prepare.readers import converted_originals, list_inputs, matching_inputs
 
 WORK_DIR = ".datatrove"
 RUN_FILE = "run.json"
@@ -38,6 +40,8 @@ class SourcePlan:
     input_bytes: int
     tasks: int
     workers: int
+    converted: list[str] = field(default_factory=list)
+    """JSON files not read: a WuDao conversion in this folder made them into the shards read instead."""
 
     @property
     def work_dir(self) -> str:
@@ -81,8 +85,11 @@ def make_plan(cfg: PipelineConfig, input_root: Path, out_root: Path, single: boo
                            f"{', '.join(cfg.reader.patterns)}")
     tasks = cfg.executor.tasks or len(files)
     workers = min(tasks, cfg.executor.workers or os.cpu_count() or 1)
+    folder = get_datafolder(str(input_dir))
+    converted = converted_originals(folder, matching_inputs(folder, cfg.reader.patterns, cfg.reader.exclude))
     return SourcePlan(source=cfg.source, input_dir=str(input_dir), out_dir=str(out_root.resolve()), files=files,
-                      input_bytes=sum((input_dir / f).stat().st_size for f in files), tasks=tasks, workers=workers)
+                      input_bytes=sum((input_dir / f).stat().st_size for f in files), tasks=tasks, workers=workers,
+                      converted=sorted(converted))
 
 
 def fingerprint(cfg: PipelineConfig, plan: SourcePlan) -> dict[str, Any]:

@@ -115,15 +115,19 @@ def _members_of(path: Path, name: str) -> Iterator[Member]:
         raise WuDaoError(f"{path}: not a WuDao input (expected .json, .jsonl, .zip, .tar[.gz|.bz2|.xz] or .rar)")
 
 
-def iter_members(src: Path) -> Iterator[Member]:
-    """Every JSON file under `src`: a file, an archive, or a folder of either, in sorted order."""
+def iter_members(src: Path, skip: frozenset[Path] = frozenset()) -> Iterator[Member]:
+    """Every JSON file under `src`: a file, an archive, or a folder of either, in sorted order.
+
+    `skip`: resolved paths in the folder that are not input (the conversion's own report, when it
+    writes into the folder it reads).
+    """
     if not src.exists():
         raise WuDaoError(f"{src}: no such file or folder")
     if src.is_file():
         yield from _members_of(src, src.name)
         return
     found = False
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+    for path in sorted(p for p in src.rglob("*") if p.is_file() and p.resolve() not in skip):
         rel = str(path.relative_to(src))
         if _is_json(path.name) or path.name.lower().endswith((".zip", ".rar", *_TAR_SUFFIXES)):
             found = True

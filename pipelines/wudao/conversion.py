@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
@@ -16,7 +15,7 @@ from typing import IO, Any
 
 from flm.config.progress import Progress
 from flm.pipelines.wudao.archives import iter_members
-from flm.pipelines.wudao.json_stream import BLOCK, JsonStreamError, iter_json_values
+from flm.pipelines.wudao.json_stream import JsonStreamError, iter_json_values, text_stream
 from flm.pipelines.wudao.shard_writer import SHARD_DOCS, SHARD_PREFIX, ShardWriter
 
 log = logging.getLogger(__name__)
@@ -50,21 +49,6 @@ class ConversionReport:
         return asdict(self)
 
 
-class _Counting(io.RawIOBase):
-    """Counts bytes read from a binary stream, for progress through files of known size."""
-
-    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None]) -> None:
-        self.raw, self.on_read = raw, on_read
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]  # every stream we open is buffered binary
-        self.on_read(n)
-        return n
-
-
 def _record(value: Any) -> dict[str, Any] | str:
     """The kept fields of a WuDao record, or why it is malformed."""
     if not isinstance(value, dict):
@@ -88,9 +72,11 @@ def convert(src: Path | list[Path], out_dir: Path, *, shard_docs: int = SHARD_DO
     """Convert WuDao JSON files (or archives, or folders of them) into `out_dir/wudao-NNNNN.jsonl.zst`.
 
     Shards are written to a scratch folder and swapped in at the end, so an interrupted run never
-    leaves a mix of old and new shards; earlier shards of ours in `out_dir` are replaced.
+    leaves a mix of old and new shards; earlier shards of ours in `out_dir` are replaced. The report
+    names the inputs by absolute path: `flm data prepare` reading `out_dir` skips the JSON files it
+    lists there (a conversion in place), so each document is read once.
     """
-    sources = [Path(p) for p in (src if isinstance(src, list) else [src])]
+    sources = [Path(p).resolve() for p in (src if isinstance(src, list) else [src])]
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = out_dir / ".converting"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -107,7 +93,7 @@ def convert(src: Path | list[Path], out_dir: Path, *, shard_docs: int = SHARD_DO
 
     try:
         for path in sources:
-            for name, size, opener in iter_members(path):
+            for name, size, opener in iter_members(path, skip=frozenset({(out_dir / REPORT_NAME).resolve()})):
                 report.files += 1
                 _convert_member(name, size, opener, writer, bad, report, progress)
         writer.close()
@@ -140,9 +126,7 @@ def _convert_member(name: str, size: int | None, opener: Callable[[], AbstractCo
     index = -1
     try:
         with opener() as raw:
-            # surrogateescape: a byte that is not UTF-8 spoils only its own record (see _record), not the file
-            text = io.TextIOWrapper(io.BufferedReader(_Counting(raw, on_read), BLOCK), encoding="utf-8",
-                                    errors="surrogateescape")
+            text = text_stream(raw, on_read)
             for index, value in iter_json_values(text):
                 rec = _record(value) if not isinstance(value, ValueError) else str(value)
                 if isinstance(rec, str):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from flm.config.errors import FlmError
@@ -20,6 +21,31 @@ class JsonStreamError(FlmError, ValueError):
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(f"element {index}: {reason}")
         self.index, self.reason = index, reason
+
+
+class _Counting(io.RawIOBase):
+    """Counts bytes read from a binary stream, for progress through files of known size."""
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self.raw, self.on_read = raw, on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        n = self.raw.readinto(b)  # type: ignore[attr-defined]  # every stream we open is buffered binary
+        self.on_read(n)
+        return n
+
+
+def text_stream(raw: IO[bytes], on_read: Callable[[int], None]) -> IO[str]:
+    """`raw` as UTF-8 text, calling `on_read(n)` per n bytes read.
+
+    surrogateescape: a byte that is not UTF-8 spoils only its own record (the caller checks each
+    record's strings), not the file.
+    """
+    return io.TextIOWrapper(io.BufferedReader(_Counting(raw, on_read), BLOCK), encoding="utf-8",
+                            errors="surrogateescape")
 
 
 class _TextScanner:
