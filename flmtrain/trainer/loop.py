@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +122,7 @@ class _StepInterrupted(Exception):
     """A signal arrived while a step was gathering or computing its micro-batches; the step is dropped."""
 
 
-class _MicroBatches(Sequence):
+class _MicroBatches:
     """A step's micro-batches drawn from the loader as the engine asks for them, so it holds one at a time and a
     signal stops the step between two (raising _StepInterrupted) rather than after all of them."""
 
@@ -131,9 +131,6 @@ class _MicroBatches(Sequence):
 
     def __len__(self) -> int:
         return self.count
-
-    def __getitem__(self, index: int) -> Any:
-        raise TypeError("micro-batches are drawn in order; iterate")
 
     def __iter__(self) -> Iterator[Any]:
         for _ in range(self.count):
@@ -306,7 +303,7 @@ class Trainer:
         log.info("saved %s in %.1fs", path, self.save_seconds[-1])
         return path
 
-    def _micro_batches(self, stop: _StopOnSignal) -> Sequence[Any]:
+    def _micro_batches(self, stop: _StopOnSignal) -> list[Any] | _MicroBatches:
         """This step's micro-batches: drawn lazily where the engine takes them one at a time (the CPU engine),
         else gathered up front; a signal on any rank, between two, interrupts the step on every rank."""
         def any_rank_stopped() -> bool:
@@ -326,8 +323,8 @@ class Trainer:
 
         _StepInterrupted when a signal stops it midway: weights, optimizer, data position and RNG are then as
         before the step, so the checkpoint saved next is the previous step's, exactly."""
-        rng = rng_state()
         micro = self._micro_batches(stop)
+        rng = rng_state() if isinstance(micro, _MicroBatches) else None  # only a lazy step stops mid-compute
         if self.ramp is not None:
             self.ramp.update(self.step)  # growth masks for this step (folded away once they reach 1)
         lr = self.schedule.apply(self.engine.param_groups, self.step - self.schedule_offset)
@@ -335,7 +332,7 @@ class Trainer:
         try:
             loss = all_reduce_sum([float(self.engine.forward_backward(micro))])[0] / world_size()
         except _StepInterrupted:
-            set_rng_state(rng)  # dropout of the dropped micro-batches drew from it
+            set_rng_state(rng)  # the dropped micro-batches' dropout drew from it
             raise
         self.consumed += self.stage.train.global_batch
         grad_norm = self.engine.grad_norm()
