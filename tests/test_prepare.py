@@ -606,3 +606,47 @@ def test_wudao_converted_in_place_is_read_once(tmp_path: Path) -> None:
     assert len(list(reader.run())) == reader_counts(reader)["in"] == records
     plan = make_plan(cfg, tmp_path / "raw", tmp_path / "clean")
     assert plan.files == again.shards and plan.converted == sorted(p.name for p in sample.glob("*.json"))
+
+
+def test_rerun_repairs_a_work_folder_an_earlier_run_left_inconsistent(run, tmp_path: Path) -> None:
+    """A stage marked complete whose output is doubled (two runs wrote one signature file: MinHash clustering
+    failed with `KeyError: (0, 780)` on every rerun) or missing (a killed run: documents quietly lost) is redone."""
+    import struct
+
+    corpus, _, _ = run
+    cfg = load_config(PipelineConfig, find_config("wudao", "pipelines"), OVERRIDES)
+    first = prepare([cfg], corpus.root, tmp_path).sources["wudao"].to_dict()
+    work = tmp_path / ".datatrove" / "wudao"
+    with (work / "data" / "minhash_buckets" / "00000_00.dups").open("ab") as dups:
+        dups.write(struct.pack("<4I", 0, 780, 0, 780))  # a document paired with itself
+    (work / "stages" / "minhash_cluster" / "completions" / "00000").unlink()
+    assert prepare([cfg], corpus.root, tmp_path).sources["wudao"].to_dict() == first
+    (work / "data" / "unique" / "00000.jsonl.zst").unlink()
+    (work / "stages" / "write" / "completions" / "00000").unlink()
+    assert prepare([cfg], corpus.root, tmp_path).sources["wudao"].to_dict() == first
+    assert len(read_shards(tmp_path / "wudao")) == first["docs_kept"]
+
+
+def test_a_failure_that_redoing_does_not_cure_is_one_line_naming_the_work_folder(
+        run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flm.pipelines.prepare import resume
+
+    corpus, _, _ = run
+    cfg = load_config(PipelineConfig, find_config("wudao", "pipelines"), OVERRIDES)
+    plan = make_plan(cfg, corpus.root, tmp_path)
+    stages = build_stages(cfg, plan)
+    calls: list[int] = []
+
+    def fail(stages: list, cfg: object, prefix: str) -> list[str]:
+        calls.append(len(stages))
+        raise PrepareError("stage 'minhash_cluster' failed: KeyError: (0, 780); see logs")
+
+    monkeypatch.setattr(resume, "run_stages", fail)
+    completions = Path(stages[0].logging_dir) / "completions"
+    completions.mkdir(parents=True)
+    (completions / "00000").touch()  # an earlier run's work
+    with pytest.raises(PrepareError) as err:
+        resume.run_source(cfg, plan, stages)
+    assert calls == [6, 6] and not completions.exists()
+    assert f"{plan.work_dir} was left inconsistent by an earlier run" in str(err.value)
+    assert "a new --out folder" in str(err.value) and "\n" not in str(err.value)

@@ -8,6 +8,7 @@ they consumed its earlier output. Slurm submits the whole chain at once with job
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,11 @@ def clear(stage: Stage) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def completed_tasks(stage: Stage) -> int:
+    folder = Path(stage.logging_dir) / "completions"
+    return len(os.listdir(folder)) if folder.is_dir() else 0
+
+
 SLURM_JOBS = "slurm-jobs.json"
 """The job ids of the last Slurm submission, next to the stages' logs: a rerun checks them first."""
 
@@ -95,7 +101,11 @@ def run_stages(stages: list[Stage], cfg: ExecutorConfig, job_prefix: str) -> lis
         if executor.get_incomplete_ranks():
             for later in stages[i + 1:]:
                 clear(later)
-            executor.run()
+            try:
+                executor.run()
+            except Exception as err:  # one line for the user; the traceback is in the stage's logs
+                raise PrepareError(f"stage {stage.name!r} failed: {type(err).__name__}: {err}; "
+                                   f"see {Path(stage.logging_dir) / 'logs'}") from err
         if missing := executor.get_incomplete_ranks():
             raise PrepareError(f"stage {stage.name!r}: tasks {missing} did not complete; "
                                f"see {Path(stage.logging_dir) / 'logs'}")

@@ -22,9 +22,10 @@ from flm.config.progress import Progress
 from flm.pipelines.config import PipelineConfig
 from flm.pipelines.prepare.accounting import collect, total
 from flm.pipelines.prepare.assembly import FILTER, WRITE, Stage, build_stages
-from flm.pipelines.prepare.executors import clear, run_stages
+from flm.pipelines.prepare.executors import completed_tasks
 from flm.pipelines.prepare.heartbeat import read_total
-from flm.pipelines.prepare.source_plan import DATA_REMOVED, PrepareError, SourcePlan
+from flm.pipelines.prepare.resume import run_source
+from flm.pipelines.prepare.source_plan import PrepareError, SourcePlan
 
 Job = tuple[PipelineConfig, SourcePlan]
 POLL_S = 0.25
@@ -46,24 +47,13 @@ def _child(jobs: list[Job], log_path: str, conn: Connection, parent: int) -> Non
     try:
         job_ids = {}
         for cfg, plan in jobs:
-            stages = build_stages(cfg, plan)
-            removed = Path(plan.work_dir, DATA_REMOVED)
-            if removed.exists() and any(completed_tasks(s) < s.tasks for s in stages):
-                for stage in stages:  # the intermediate files later stages read are gone: start over
-                    clear(stage)
-                removed.unlink()
-            job_ids[plan.source] = run_stages(stages, cfg.executor, f"{cfg.executor.slurm.job_name}-{plan.source}")
+            job_ids[plan.source] = run_source(cfg, plan, build_stages(cfg, plan))
         conn.send(("ok", job_ids))
     except BaseException as err:  # reported to the parent, which raises it
         traceback.print_exc()
         message = str(err) if isinstance(err, PrepareError) else f"{type(err).__name__}: {err}"
         conn.send(("error", message))
         raise SystemExit(1) from err
-
-
-def completed_tasks(stage: Stage) -> int:
-    folder = Path(stage.logging_dir) / "completions"
-    return len(os.listdir(folder)) if folder.is_dir() else 0
 
 
 class Monitor:
