@@ -55,6 +55,10 @@ class ServerState:
     """Content-Type header per path (none by default)."""
     trickle: float = 0.0
     """When set, send one byte every this many seconds."""
+    hold_at: int = 0
+    """When set, stop sending at this byte offset of the file until `release` is set (a transfer that
+    cannot finish before the test has signalled its client, however slowly the test's process runs)."""
+    release: threading.Event = field(default_factory=threading.Event)
     log: list[tuple[str, str | None, int]] = field(default_factory=list)
     """(path, Range header, status) of every request."""
 
@@ -104,6 +108,8 @@ class Handler(BaseHTTPRequestHandler):
         step = 1 if st.trickle else 1 << 16
         try:
             for i in range(0, len(body), step):
+                if st.hold_at and start + i >= st.hold_at:
+                    st.release.wait(timeout=60)
                 self.wfile.write(body[i:i + step])
                 self.wfile.flush()
                 if st.delay or st.trickle:
@@ -448,14 +454,17 @@ def test_interrupted_and_killed_cli_downloads_resume_from_the_part(server, tmp_p
         proc.send_signal(sig)
         return proc.wait(timeout=30), proc.communicate()[1]
 
+    server.state.hold_at = 2 << 20  # the client is signalled mid-transfer, never after it finished
     code, err = run_until(1 << 20, signal.SIGINT)  # Ctrl-C: a clean stop that says how to resume
     first = part.stat().st_size
     assert code == 130 and "interrupted" in err and first >= 1 << 20
+    server.state.hold_at = first + (2 << 20)
     code, _ = run_until(first + (1 << 20), signal.SIGKILL)  # kill -9: nothing to clean up with
     kept = part.stat().st_size
     assert code == -signal.SIGKILL and first < kept < len(data)
     assert ("/train/03.jsonl.zst", f"bytes={first}-", 206) in server.state.log
-    server.state.delay = 0
+    server.state.delay, server.state.hold_at = 0, 0
+    server.state.release.set()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["files"][0]["resumed_from"] == kept
