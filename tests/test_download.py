@@ -437,7 +437,6 @@ def test_cli_unreachable_mirror_names_url(server, tmp_path: Path) -> None:
 def test_interrupted_and_killed_cli_downloads_resume_from_the_part(server, tmp_path: Path) -> None:
     data = dl.ZSTD_MAGIC + blob(6 << 20, 40)
     serve(server, "/train/03.jsonl.zst", data)
-    server.state.delay = 0.02  # 64 KiB per 20 ms: about 2 s for the file
     # The command function under Typer, without flm.cli.main's other groups (they import torch: 2 s a start).
     cli = ("import dataclasses, typer; from flm.pipelines.sources import PILE; "
            "object.__setattr__(PILE, 'files', tuple(dataclasses.replace(f, approx_bytes=6 << 20) "
@@ -454,11 +453,11 @@ def test_interrupted_and_killed_cli_downloads_resume_from_the_part(server, tmp_p
         proc.send_signal(sig)
         return proc.wait(timeout=30), proc.communicate()[1]
 
-    server.state.hold_at = 2 << 20  # the client is signalled mid-transfer, never after it finished
+    server.state.delay = 0.1  # Ctrl-C while bytes flow: 10 s for the file, ample for a slow first poll
     code, err = run_until(1 << 20, signal.SIGINT)  # Ctrl-C: a clean stop that says how to resume
     first = part.stat().st_size
     assert code == 130 and "interrupted" in err and first >= 1 << 20
-    server.state.hold_at = first + (2 << 20)
+    server.state.hold_at = first + (2 << 20)  # kill -9 mid-transfer, never after it finished
     code, _ = run_until(first + (1 << 20), signal.SIGKILL)  # kill -9: nothing to clean up with
     kept = part.stat().st_size
     assert code == -signal.SIGKILL and first < kept < len(data)
