@@ -47,6 +47,7 @@ def run(
         elif event == "skip":
             err_console.print(f"[dim]{name}: done in an earlier run, skipped[/]")
         else:
+            bars.finish()  # this stage's counts become summary lines; the next stage starts a clean block
             err_console.print(f"[green]{name}[/] done in {time.perf_counter() - started[name]:.1f} s")
 
     def on_step(metrics: dict[str, Any]) -> None:

@@ -1,0 +1,103 @@
+"""Progress rendering: finished counts collapse to one line, open-ended counts have no `/?`, logs get plain lines."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from flm.cli.progress import CountColumn, RemainingColumn, amount, progress_on
+
+BAR_GLYPHS = ("━", "╸", "╺")
+
+
+def console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=terminal, width=100, color_system=None), buf
+
+
+def test_log_file_gets_plain_lines_and_summaries_no_bars() -> None:
+    con, buf = console(terminal=False)
+    with progress_on(con, interval=0) as bars:
+        assert not bars.live
+        bars("read (MB)", 0.0, 0.58)
+        bars("read (MB)", 0.29, 0.58)
+        bars("tokens", 1000, None)
+        bars("tokens", 250_000, None)
+        bars("read (MB)", 0.58, 0.58)
+        bars("read (MB)", 0.58, 0.58)  # a poller repeating a finished count: no second summary
+    out = buf.getvalue()
+    assert not any(glyph in out for glyph in BAR_GLYPHS)
+    assert "\x1b[" not in out  # no cursor movement or colour codes in a log
+    lines = out.splitlines()
+    assert "  read (MB): 0.29/0.58 (50%) after" in out  # a periodic plain line, sub-1 MB amounts kept
+    assert "/?" not in out
+    summaries = [line for line in lines if line.startswith("✓")]
+    assert len(summaries) == 2
+    assert summaries[0].startswith("✓ read (MB): 0.58 in ")
+    assert summaries[1].startswith("✓ tokens: 250,000 in ")  # closed at the end, though its total never came
+    assert "/s" in summaries[1]
+
+
+def test_plain_lines_wait_for_their_interval() -> None:
+    con, buf = console(terminal=False)
+    with progress_on(con, interval=3600) as bars:
+        for step in range(1, 50):
+            bars("train", step, 100)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1  # no line per update: only the summary at the end
+    assert lines[0].startswith("✓ train: 49/100 (49%) in")
+
+
+def test_terminal_bar_collapses_to_one_line_when_done() -> None:
+    con, buf = console(terminal=True)
+    with progress_on(con) as bars:
+        assert bars.live
+        bars("convert", 5, 10)
+        bars("tokens", 7, None)
+        assert len(bars.progress.tasks) == 2
+        bars("convert", 10, 10)
+        assert [t.description for t in bars.progress.tasks] == ["tokens"]  # only open work stays live
+        bars.finish()  # a stage's end: the open-ended count stops its clock and becomes its line
+        assert bars.progress.tasks == []
+        bars("tokens", 3, None)  # the next stage may reuse a label
+        assert [t.description for t in bars.progress.tasks] == ["tokens"]
+    out = buf.getvalue()
+    assert "✓ convert: 10 in" in out
+    assert "✓ tokens: 7 in" in out
+    assert "✓ tokens: 3 in" in out
+
+
+def test_failure_marks_open_counts_stopped() -> None:
+    con, buf = console(terminal=False)
+    with pytest.raises(KeyboardInterrupt), progress_on(con) as bars:
+        bars("train", 3, 10)
+        raise KeyboardInterrupt
+    assert "stopped train: 3/10 (30%) in" in buf.getvalue()
+
+
+def test_columns_show_counts_without_unknown_totals() -> None:
+    con, _ = console(terminal=True)
+    with progress_on(con) as bars:
+        bars("tokens", 1_256_974, None)
+        bars("input", 512, 2048)
+        tokens, data = bars.progress.tasks
+        assert CountColumn(False).render(tokens).plain == "1,256,974"
+        assert RemainingColumn().render(tokens).plain == ""
+        assert CountColumn(False).render(data).plain == "512/2,048"
+        assert CountColumn(True).render(data).plain == "512 bytes/2.0 kB"
+
+
+def test_disabled_prints_nothing() -> None:
+    con, buf = console(terminal=False)
+    with progress_on(con, enabled=False) as bars:
+        bars("x", 1, 1)
+    assert buf.getvalue() == ""
+
+
+def test_amount() -> None:
+    assert amount(0.58) == "0.58"
+    assert amount(1256974) == "1,256,974"
+    assert amount(1256974.0) == "1,256,974"
+    assert amount(3_200_000, bytes_mode=True) == "3.2 MB"
