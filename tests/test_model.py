@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from flm.config import find_config, load_config
 from flm.train.config import ModelConfig, MupConfig, StageConfig
 from flm.train.distributed.parallel import destroy_parallel, init_parallel
+from flm.train.distributed.params import whole_model_params
 from flm.train.model.attention import FLMCoreAttention, attention_scale, document_attention_mask
 from flm.train.model.gpt import build_model
 from flm.train.model.mup import width_mult
@@ -174,17 +175,22 @@ def _tensor_parallel_worker(rank: int, port: int, out: Path) -> None:
     assert (info.world_size, info.tp, info.dp) == (2, 2, 1)
     model = build_model(replace(SMALL, kv_heads=2), seed=0)
     loss = model(tokens(), None, labels=tokens(seed=1))
+    params = whole_model_params(model)  # a collective: every rank calls it
     if rank == 0:
-        torch.save(loss.detach(), out)
+        torch.save({"loss": loss.detach(), "params": torch.tensor(params)}, out)
     destroy_parallel()
 
 
 def test_tensor_parallel_matches_single_process(tmp_path: Path) -> None:
-    """TP=2 (two gloo processes, heads and vocab split) computes the same loss as one process."""
+    """TP=2 (two gloo processes, heads and vocab split) computes the same loss as one process, and counts the
+    whole model's parameters, not one rank's share."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     out = tmp_path / "loss.pt"
     mp.spawn(_tensor_parallel_worker, args=(port, out), nprocs=2)
-    single = build_model(replace(SMALL, kv_heads=2), seed=0)(tokens(), None, labels=tokens(seed=1))
-    torch.testing.assert_close(torch.load(out), single.detach(), rtol=1e-5, atol=1e-5)
+    single_model = build_model(replace(SMALL, kv_heads=2), seed=0)
+    single = single_model(tokens(), None, labels=tokens(seed=1))
+    got = torch.load(out, weights_only=True)
+    torch.testing.assert_close(got["loss"], single.detach(), rtol=1e-5, atol=1e-5)
+    assert int(got["params"]) == sum(p.numel() for p in single_model.parameters()) == whole_model_params(single_model)

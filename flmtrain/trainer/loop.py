@@ -45,6 +45,7 @@ from flm.train.data.config import MixtureConfig, mixture_record
 from flm.train.data.mixture import open_mixture
 from flm.train.distributed.collectives import all_reduce_sum, data_parallel, rank, world_size
 from flm.train.distributed.parallel import ParallelInfo, distributed
+from flm.train.distributed.params import whole_model_params
 from flm.train.engine import make_engine
 from flm.train.growth.ramp import resume_ramp
 from flm.train.model.size import flops_per_token
@@ -426,7 +427,7 @@ class Trainer:
             step=self.step, target_steps=self.target, status=status, loss=loss, val_loss=val_loss,
             skipped_steps=self.skipped, tokens_seen=self.tokens_seen, checkpoint=checkpoint,
             resumed_from=str(self.resumed_from) if self.resumed_from else None,
-            seconds=time.perf_counter() - started, params=sum(p.numel() for p in self.engine.module.parameters()),
+            seconds=time.perf_counter() - started, params=whole_model_params(self.engine.module),
             save_seconds=self.save_seconds, load_seconds=self.load_seconds,
             growth_history=[{k: r[k] for k in ("from_stage", "to_stage", "step", "tokens_seen")}
                             for r in self.growth_history])
