@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -76,12 +76,16 @@ def prepare(
     input_dir: Annotated[Path, typer.Option("--input", help="Raw folder holding <source>/ (as written by "
                                             "`flm data download`).")],
     out_dir: Annotated[Path, typer.Option("--out", help="Clean folder: <source>/*.jsonl.zst and stats.json.")],
-    source: Annotated[str, typer.Option("--source", help="pile, wudao or all.")] = "all",
+    source: Annotated[Literal["pile", "wudao", "all"], typer.Option("--source", help="Which source to prepare.")]
+    = "all",
     config: Annotated[str | None, typer.Option("--config", help="Pipeline config name or YAML path "
                                                "(default: the source's own, configs/pipelines/<source>.yaml).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="Tasks run at once (local executor).")] = None,
-    tasks: Annotated[int | None, typer.Option("--tasks", help="Tasks per stage (default: one per input file).")] = None,
-    executor: Annotated[str | None, typer.Option("--executor", help="local, slurm or ray.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Tasks run at once (local executor).")]
+    = None,
+    tasks: Annotated[int | None, typer.Option("--tasks", min=1, help="Tasks per stage (default: one per input "
+                                                                     "file).")] = None,
+    executor: Annotated[Literal["local", "slurm", "ray"] | None, typer.Option(
+        "--executor", help="Where the tasks run (default: the config's executor.kind).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. "
                                                    "--set minhash.num_buckets=14.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,

@@ -6,7 +6,7 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.progress import (
@@ -21,15 +21,21 @@ from rich.progress import (
 from rich.table import Table
 
 from flm.cli.render import console, emit_json, err_console
+from flm.config import ConfigError
+
+if TYPE_CHECKING:
+    from flm.pipelines.config import ExecutorConfig
 
 DEFAULT_VOCAB = 100256
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 VocabOpt = Annotated[int | None, typer.Option(
     "--vocab", help=f"Exact vocabulary size including special tokens (default: {DEFAULT_VOCAB} when training).")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="hf (byte-level BPE, tiktoken fast path) or sentencepiece.")]
+BackendOpt = Annotated[Literal["hf", "sentencepiece"], typer.Option(
+    "--backend", help="hf (byte-level BPE, tiktoken fast path) or sentencepiece.")]
 AllowSmallerOpt = Annotated[bool, typer.Option(
     "--allow-smaller", help="Keep a smaller vocabulary when the corpus cannot support --vocab, instead of failing.")]
-SampleOpt = Annotated[float, typer.Option("--sample-mb", help="Byte budget of the tokenizer's training sample (MB).")]
+SampleOpt = Annotated[float, typer.Option("--sample-mb", min=0.001,
+                                          help="Byte budget of the tokenizer's training sample (MB).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the training sample.")]
 
 
@@ -124,6 +130,19 @@ def _tokenizer_ready(path: Path, vocab: int | None, backend: str | None) -> bool
     return True
 
 
+def _executor_config(kind: str, overrides: list[str]) -> ExecutorConfig:
+    """--executor and --set executor.KEY=VALUE, read as prepare reads them (Slurm jobs named flm-tokenize)."""
+    from flm.config import load_config
+    from flm.pipelines.config import ExecutorConfig
+
+    keys = []
+    for item in overrides:
+        if not item.startswith("executor."):
+            raise ConfigError(f"--set {item!r}: tokenize takes executor.* settings only")
+        keys.append(item.removeprefix("executor."))
+    return load_config(ExecutorConfig, {"kind": kind, "slurm": {"job_name": "flm-tokenize"}}, keys)
+
+
 def tokenize(
     input_dir: Annotated[Path, typer.Option("--input", help="Clean text: CLEAN/<source>/*.jsonl.zst.")],
     out: Annotated[Path, typer.Option("--out", help="Token shards: OUT/<source>/*.arrow + manifest.json.")],
@@ -131,23 +150,32 @@ def tokenize(
     tokenizer: Annotated[Path | None, typer.Option(
         "--tokenizer", help="Tokenizer directory; trained there first if it holds none (default: OUT/../tokenizer).")
     ] = None,
-    backend: Annotated[str | None, typer.Option(
+    backend: Annotated[Literal["hf", "sentencepiece"] | None, typer.Option(
         "--backend", help="hf or sentencepiece: checked against an existing --tokenizer (default: any), "
         "used when training one (default: hf).")] = None,
     allow_smaller: AllowSmallerOpt = False,
-    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes (default: all cores).")]
+    = None,
     sample_mb: SampleOpt = 1024.0,
     seed: SeedOpt = 0,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local (worker processes here), slurm or ray: one task per input file.")] = "local",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="An executor setting, as in prepare's configs, e.g. --set executor.slurm.partition=cpu.")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train (if needed) a byte-level BPE tokenizer and write Arrow token shards."""
     from flm.pipelines.tokenize import tokenize_corpus
 
+    cluster = _executor_config(executor, set_ or [])
+
     tokenizer_dir = tokenizer or out.resolve().parent / "tokenizer"
     workers = workers or os.cpu_count() or 1
     command = shlex.join(["flm", "data", "tokenize", "--input", str(input_dir), "--out", str(out),
                           "--tokenizer", str(tokenizer_dir), "--workers", str(workers)]
-                         + (["--backend", backend] if backend else []) + (["--vocab", str(vocab)] if vocab else []))
+                         + (["--backend", backend] if backend else []) + (["--vocab", str(vocab)] if vocab else [])
+                         + ([] if executor == "local" else ["--executor", executor]))
     result: dict = {}
     if _tokenizer_ready(tokenizer_dir, vocab, _backend(backend) if backend else None):
         result["tokenizer"] = {"tokenizer_dir": str(tokenizer_dir), "trained": False}
@@ -155,12 +183,15 @@ def tokenize(
         result["tokenizer"] = _train(input_dir, tokenizer_dir, vocab or DEFAULT_VOCAB, backend, allow_smaller,
                                      sample_mb, seed, overwrite=False, show=not json_)
     with _progress(not json_) as progress:
-        run = tokenize_corpus(input_dir, out, tokenizer_dir, workers=workers, command=command,
+        run = tokenize_corpus(input_dir, out, tokenizer_dir, workers=workers, command=command, executor=cluster,
                               progress=_Bars(progress))
     result["tokenize"] = run.to_json()
     if json_:
         emit_json(result)
         return
+    if run.submitted_jobs:
+        console.print(f"submitted Slurm jobs {', '.join(run.submitted_jobs)}; run the same command again when they "
+                      "finish to assemble the shards", highlight=False)
     if run.engine == "hf" and run.fallback_reason:
         err_console.print(f"[yellow]warning:[/] tiktoken fast path off: {run.fallback_reason}", highlight=False)
     table = Table("source", "shards", "documents", "tokens", "MB text", "skipped", title=f"token shards in {out}")

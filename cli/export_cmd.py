@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -14,10 +14,10 @@ from flm.cli.render import console, emit_json, err_console, progress_bars
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A torch-format checkpoint (runs/NAME/checkpoints/step-N).")],
     out: Annotated[Path, typer.Option(help="Directory to write (must not exist).")],
-    format_: Annotated[str, typer.Option(
+    format_: Annotated[Literal["flm", "llama"], typer.Option(
         "--format", help="flm: FLMForCausalLM with its code (any flm model; load with trust_remote_code=True). "
                          "llama: plain LlamaForCausalLM, no remote code (RoPE + RMSNorm + SwiGLU models).")] = "flm",
-    dtype: Annotated[str, typer.Option(help="Weight dtype: bf16 or fp32.")] = "bf16",
+    dtype: Annotated[Literal["bf16", "fp32"], typer.Option(help="Weight dtype.")] = "bf16",
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer directory (from `flm data train-tokenizer`) to "
                                                         "ship; default: the run's own, if its data names it.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from flm.cli import (
     data_download,
     data_mix,
     data_prepare,
+    data_propositions,
     data_tokenize,
     export_cmd,
     generate_cmd,
@@ -21,11 +23,12 @@ from flm.cli import (
     train_cmd,
 )
 from flm.cli.config_cmd import config_app
+from flm.cli.helptext import TidyHelpGroup
 from flm.cli.render import fail
 from flm.config.errors import FlmError
 
 
-class FlmGroup(TyperGroup):
+class FlmGroup(TidyHelpGroup):
     """Renders flm's own errors (FlmError) as one line and exit code 1; any other exception is a bug and keeps
     its traceback."""
 
@@ -44,7 +47,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 data_app = typer.Typer(help="Data: download corpora, prepare (clean + dedup), tokenize, inspect, mix.",
-                       no_args_is_help=True)
+                       cls=TidyHelpGroup, no_args_is_help=True)
 
 data_app.command("download")(data_download.download)
 data_app.command("prepare")(data_prepare.prepare)
@@ -52,6 +55,7 @@ data_app.command("train-tokenizer")(data_tokenize.train_tokenizer)
 data_app.command("tokenize")(data_tokenize.tokenize)
 data_app.command("inspect")(data_tokenize.inspect)
 data_app.command("mix-report")(data_mix.mix_report)
+data_app.command("propositions")(data_propositions.propositions)
 
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
@@ -64,8 +68,25 @@ app.command("export")(export_cmd.export)
 app.command("run")(run_cmd.run)
 
 
+def flm_version() -> str:
+    try:
+        return version("flm")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"flm {flm_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs from the library.")) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs from the library.")] = False,
+    _version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                           help="Print flm's version and exit.")] = False,
+) -> None:
     """flm: from raw Pile + WuDao text to a trained, grown bilingual model."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

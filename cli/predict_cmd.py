@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
-from flm.cli.render import console, emit_json, err_console, fail
+from flm.cli.render import console, emit_json, err_console
 
 
 def predict_loss(
@@ -16,8 +16,10 @@ def predict_loss(
                                                     "different widths), e.g. runs/proxy-*.")],
     target: Annotated[list[str] | None, typer.Option("--target", help="Stage to predict (bundled name or YAML); "
                                                                       "repeat for several.")] = None,
-    metric: Annotated[str, typer.Option(help="Which loss to fit: loss (training) or val_loss.")] = "loss",
-    count: Annotated[str, typer.Option(help="Model size as non-embedding or total parameters.")] = "non-embedding",
+    metric: Annotated[Literal["loss", "val_loss"], typer.Option(
+        help="Which loss to fit: loss (training) or val_loss.")] = "loss",
+    count: Annotated[Literal["non-embedding", "total"], typer.Option(
+        help="Model size as non-embedding or total parameters.")] = "non-embedding",
     points: Annotated[int, typer.Option(min=1, help="Token counts at which to fit (the predicted curve).")] = 8,
     window: Annotated[float, typer.Option(min=0.0, max=0.9, help="Average the loss over this fraction of "
                                                                  "tokens before each point.")] = 0.1,
@@ -25,10 +27,6 @@ def predict_loss(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Predict a stage's loss from μP proxy runs (μScaling): fit L(N) = c + a·N^-alpha and extrapolate."""
-    if metric not in ("loss", "val_loss"):
-        fail(f"--metric must be loss or val_loss, got {metric!r}")
-    if count not in ("non-embedding", "total"):
-        fail(f"--count must be non-embedding or total, got {count!r}")
     from flm.train.tools.loss_prediction import plot_prediction
     from flm.train.tools.loss_prediction import predict_loss as predict
 

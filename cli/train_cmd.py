@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
+from flm.cli.plain import echo
 from flm.cli.render import console, emit_json, err_console, fail, progress_bars
 from flm.config import find_config, load_config
 
@@ -63,8 +65,8 @@ def _dry_run(stage_cfg: Any, json_: bool) -> None:
     if json_:
         emit_json(plan)
         return
-    for key, value in plan.items():
-        console.print(f"[bold]{key}[/]: {value}", highlight=False)
+    for key, value in plan.items():  # unwrapped: the torchrun line is copied as it is
+        echo(f"[bold]{key}[/]: {escape(str(value))}")
 
 
 def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resume: str, json_: bool) -> None:
