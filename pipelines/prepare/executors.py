@@ -14,12 +14,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from datatrove.executor import LocalPipelineExecutor
+from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 from datatrove.executor.base import PipelineExecutor
 
 from flm.pipelines.config import ExecutorConfig
 from flm.pipelines.prepare.assembly import Stage
 from flm.pipelines.prepare.source_plan import PrepareError
+
+
+class SlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's Slurm executor without its merge-stats job per stage: flm sums the per-task stats itself,
+    and that extra job, left waiting on a cancelled stage, would never run nor leave the queue."""
+
+    def launch_merge_stats(self) -> None:
+        return None
 
 
 def make_executor(stage: Stage, cfg: ExecutorConfig, job_name: str,
@@ -28,24 +36,36 @@ def make_executor(stage: Stage, cfg: ExecutorConfig, job_name: str,
         return LocalPipelineExecutor(stage.pipeline, tasks=stage.tasks, workers=stage.workers,
                                      logging_dir=stage.logging_dir)
     if cfg.kind == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
         s = cfg.slurm
-        return SlurmPipelineExecutor(stage.pipeline, tasks=stage.tasks, time=s.time, partition=s.partition,
+        return SlurmExecutor(stage.pipeline, tasks=stage.tasks, time=s.time, partition=s.partition,
                                      cpus_per_task=s.cpus_per_task, mem_per_cpu_gb=s.mem_per_cpu_gb, qos=s.qos,
                                      job_name=job_name,
                                      venv_path=s.venv_path or str(Path(sys.prefix) / "bin" / "activate"),
                                      sbatch_args=dict(s.sbatch_args) or None, logging_dir=stage.logging_dir,
                                      slurm_logs_folder=f"{stage.logging_dir}/slurm_logs", depends=depends)
-    try:
-        import ray  # noqa: F401
-    except ImportError as err:
-        raise PrepareError("--executor ray needs the `ray` package (pip install ray) and a running cluster") from err
+    connect_ray()
     from datatrove.executor.ray import RayPipelineExecutor
 
     return RayPipelineExecutor(stage.pipeline, tasks=stage.tasks, workers=stage.workers,
                                logging_dir=stage.logging_dir, cpus_per_task=cfg.ray.cpus_per_task,
                                mem_per_cpu_gb=cfg.ray.mem_per_cpu_gb)
+
+
+def connect_ray() -> None:
+    """Join the running Ray cluster (RAY_ADDRESS, or the one `ray start` left on this machine), never a new one:
+    tasks must run where the cluster's workers, and the shared folders, are."""
+    try:
+        import ray
+    except ImportError as err:
+        raise PrepareError("--executor ray needs Ray: pip install 'flm[ray]'") from err
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as err:
+        raise PrepareError(f"--executor ray found no running Ray cluster at {address!r} ({err}); start one "
+                           "(ray start --head) or set RAY_ADDRESS=host:port") from err
 
 
 def clear(stage: Stage) -> None:
@@ -63,25 +83,46 @@ SLURM_JOBS = "slurm-jobs.json"
 """The job ids of the last Slurm submission, next to the stages' logs: a rerun checks them first."""
 
 
+ACTIVE_STATES = "PENDING,CONFIGURING,RUNNING,COMPLETING,SUSPENDED,REQUEUED,REQUEUE_HOLD,RESIZING,SIGNALING"
+"""Job states that may still run tasks (squeue -j also lists finished jobs until the cluster forgets them)."""
+NEVER_SATISFIED = "DependencyNeverSatisfied"
+
+
 def still_queued(job_ids: list[str]) -> list[str]:
-    """Those of `job_ids` that Slurm still lists (pending or running); [] when squeue cannot tell."""
+    """Those of `job_ids` that Slurm still lists as able to run; [] when squeue cannot tell.
+
+    A job waiting on a dependency that can never be satisfied (a task of an earlier stage was cancelled
+    or failed) would wait forever: it is cancelled here, since the rerun submits its tasks again.
+    """
     try:
-        listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
-                                text=True, timeout=60, check=False).stdout.split()
+        listed = subprocess.run(["squeue", "-h", "-o", "%i %r", "-t", ACTIVE_STATES, "-j", ",".join(job_ids)],
+                                capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
     except (OSError, subprocess.TimeoutExpired):
         return []
-    running = {entry.split("_")[0] for entry in listed}  # array tasks show as <id>_<task>
-    return [job for job in job_ids if job in running]
+    active, stuck = set(), set()
+    for line in listed:
+        entry, _, reason = line.partition(" ")
+        job = entry.split("_")[0]  # array tasks show as <id>_<task> or <id>_[<range>]
+        (stuck if reason.strip() == NEVER_SATISFIED else active).add(job)
+    if stuck := sorted(stuck - active):
+        subprocess.run(["scancel", *stuck], capture_output=True, timeout=60, check=False)
+    return [job for job in job_ids if job in active]
 
 
-def submit_slurm(stages: list[Stage], cfg: ExecutorConfig, job_prefix: str) -> list[str]:
-    """Submit the stage chain with afterok dependencies, unless the previous submission is still queued
-    (a second chain would run the same tasks at the same time)."""
-    record = Path(stages[0].logging_dir).parent / SLURM_JOBS
+def refuse_if_queued(folder: Path) -> None:
+    """Fail, naming the jobs, while the Slurm submission recorded in `folder` is still queued or running
+    (a second submission would run the same tasks at the same time)."""
+    record = Path(folder) / SLURM_JOBS
     if record.is_file() and (queued := still_queued(json.loads(record.read_text(encoding="utf-8")))):
         raise PrepareError(f"Slurm jobs {', '.join(queued)} of the previous submission (recorded in {record}) are "
                            f"still queued or running; wait for them (squeue) or cancel them "
                            f"(scancel {' '.join(queued)}), then rerun")
+
+
+def submit_slurm(stages: list[Stage], cfg: ExecutorConfig, job_prefix: str) -> list[str]:
+    """Submit the stage chain with afterok dependencies, unless the previous submission is still queued."""
+    record = Path(stages[0].logging_dir).parent / SLURM_JOBS
+    refuse_if_queued(record.parent)
     chain: list[PipelineExecutor] = []
     for stage in stages:
         chain.append(make_executor(stage, cfg, f"{job_prefix}-{stage.name}", depends=chain[-1] if chain else None))

@@ -17,7 +17,7 @@ from flm.config.atomic import TEMP_SUFFIX, atomic_write_text
 from flm.pipelines.token_shards import MANIFEST_NAME, PROGRESS_NAME, SHARD_SUFFIX, Manifest, TokenShardError
 from flm.pipelines.tokenize.encode import concatenate_pieces
 from flm.pipelines.tokenize.outcome import Outcome
-from flm.pipelines.tokenize.plan import PIECES_DIR, ShardTask
+from flm.pipelines.tokenize.plan import OUTCOME_SUFFIX, PIECES_DIR, ShardTask
 from flm.tokenizer import Tokenizer
 
 
@@ -82,7 +82,8 @@ class Books:
         return todo
 
     def _recorded(self, source_dir: Path) -> tuple[dict[str, Outcome], dict[str, Outcome]]:
-        """Shards and pieces an earlier run recorded (manifest.json or .progress.jsonl), tokenizer checked."""
+        """Shards and pieces an earlier run recorded (manifest.json, .progress.jsonl, and the outcome files of
+        cluster tasks), tokenizer checked."""
         shards: dict[str, Outcome] = {}
         pieces: dict[str, Outcome] = {}
         manifest, log_path = source_dir / MANIFEST_NAME, source_dir / PROGRESS_NAME
@@ -104,6 +105,9 @@ class Books:
                         raise
                     outcome = Outcome.from_json(entry.pop("name"), entry)
                     (shards if entry["kind"] == "shard" else pieces)[outcome.info.name] = outcome
+            for path in sorted((source_dir / PIECES_DIR).glob(f"*{OUTCOME_SUFFIX}")):  # left by cluster tasks
+                name = path.name.removesuffix(OUTCOME_SUFFIX)
+                pieces.setdefault(name, Outcome.from_json(name, json.loads(path.read_text(encoding="utf-8"))))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as err:
             raise TokenShardError(f"{source_dir}: unreadable bookkeeping ({type(err).__name__}: {err}); "
                                   f"remove {source_dir} to redo this source") from err

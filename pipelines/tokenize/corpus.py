@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.pipelines.clean_text import SkipLog, read_clean_file
+from flm.pipelines.config import ExecutorConfig
 from flm.pipelines.tokenize.bookkeeping import Books
+from flm.pipelines.tokenize.cluster import check_not_queued, encode_on_cluster, work_dir
 from flm.pipelines.tokenize.outcome import Outcome
 from flm.pipelines.tokenize.plan import ShardTask, plan_shards
 from flm.pipelines.tokenize.pool import encode_pieces
@@ -50,6 +53,9 @@ class TokenizeResult:
     """Text bytes and tokens this run encoded (resumed work excluded): the throughput base."""
     run_tokens: int
     sources: dict[str, SourceSummary]
+    executor: str = "local"
+    submitted_jobs: list[str] = field(default_factory=list)
+    """Slurm job ids when pieces were submitted: the same command, run again once they finish, completes the run."""
 
     @property
     def mb_per_s(self) -> float:
@@ -65,29 +71,44 @@ class TokenizeResult:
 
 def tokenize_corpus(input_dir: Path | str, out_dir: Path | str, tokenizer_dir: Path | str, *,
                     workers: int | None = None, shard_input_bytes: int = 256 << 20, batch_docs: int = 1024,
-                    verify_chars: int = VERIFY_CHARS, command: str = "",
+                    verify_chars: int = VERIFY_CHARS, command: str = "", executor: ExecutorConfig | None = None,
                     progress: Progress | None = None) -> TokenizeResult:
     """Tokenize every clean document into token shards, resuming whatever an earlier run finished.
 
     Before that, the tiktoken fast path is checked against HF tokenizers on the first `verify_chars`
     characters of each source (about 0.1 s of HF per source); any difference switches the run to HF
     tokenizers, with a warning and `fallback_reason` set.
+
+    `executor` (default local: worker processes of this machine) may send the pieces to Slurm or Ray
+    instead, one task per input file (see cluster.py); the output is the same.
     """
+    executor = executor or ExecutorConfig()
     with folder_lock(out_dir, "tokenize writes into a folder"):
+        if executor.kind == "slurm":
+            check_not_queued(Path(out_dir))  # before resume, which removes pieces no run recorded
         return _tokenize(Path(input_dir), Path(out_dir), Path(tokenizer_dir), workers, shard_input_bytes,
-                         batch_docs, verify_chars, command, progress)
+                         batch_docs, verify_chars, command, executor, progress)
 
 
 def _tokenize(input_dir: Path, out_dir: Path, tokenizer_dir: Path, workers: int | None, shard_input_bytes: int,
-              batch_docs: int, verify_chars: int, command: str, progress: Progress | None) -> TokenizeResult:
+              batch_docs: int, verify_chars: int, command: str, executor: ExecutorConfig,
+              progress: Progress | None) -> TokenizeResult:
     start = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_dir)
     tasks = plan_shards(input_dir, out_dir, shard_input_bytes)
     tokenizer.verify_fast_path(_fast_path_sample(tasks, verify_chars))
     books = Books(tasks, tokenizer, command)
     todo = [item for source in books.by_source for item in books.resume(source)]
-    encode_pieces(todo, tokenizer, books, workers or os.cpu_count() or 1, batch_docs, progress)
-    return _summarize(out_dir, tokenizer, books, len(tasks) - books.written, time.perf_counter() - start)
+    submitted: list[str] = []
+    if executor.kind == "local":
+        encode_pieces(todo, tokenizer, books, workers or os.cpu_count() or 1, batch_docs, progress)
+    else:
+        submitted = encode_on_cluster(todo, books, out_dir, batch_docs, executor, progress)
+    if not submitted:
+        shutil.rmtree(work_dir(out_dir), ignore_errors=True)  # every piece is recorded: the cluster's files go
+    result = _summarize(out_dir, tokenizer, books, len(tasks) - books.written, time.perf_counter() - start)
+    result.executor, result.submitted_jobs = executor.kind, submitted
+    return result
 
 
 def _fast_path_sample(tasks: list[ShardTask], chars: int) -> list[str]:

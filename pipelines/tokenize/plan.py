@@ -10,6 +10,7 @@ from flm.pipelines.token_shards import SHARD_SUFFIX
 
 PIECES_DIR = ".pieces"
 """Per source, where one input file's tokens wait (as a piece) until its shard is assembled."""
+OUTCOME_SUFFIX = ".outcome.json"
 
 
 @dataclass
@@ -25,6 +26,11 @@ class ShardTask:
     def piece(self, index: int) -> Path:
         """Where the tokens of input file `index` go before the shard is assembled."""
         return Path(self.out_dir) / PIECES_DIR / f"{self.name.removesuffix(SHARD_SUFFIX)}.{index:04d}{SHARD_SUFFIX}"
+
+
+def outcome_path(piece: Path) -> Path:
+    """Where a cluster task leaves the Outcome of `piece` for the parent to record (see cluster.py)."""
+    return piece.with_name(f"{piece.name}{OUTCOME_SUFFIX}")
 
 
 def plan_shards(input_dir: Path, out_dir: Path, shard_input_bytes: int) -> list[ShardTask]:
