@@ -26,7 +26,9 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def step_line(record: dict[str, Any], target: int) -> str:
-    line = (f"step {record['step']}/{target}  loss {_fmt(record['loss'], '.4f')}  lr {record['lr']:.3g}  "
+    signal = (f"teacher loss {_fmt(record['teacher_loss'], '.4f')} acc {_fmt(record['teacher_acc'], '.1%')}"
+              if "teacher_loss" in record else f"loss {_fmt(record['loss'], '.4f')}")
+    line = (f"step {record['step']}/{target}  {signal}  lr {record['lr']:.3g}  "
             f"grad-norm {_fmt(record['grad_norm'], '.3f')}  {record['tokens_per_s']:,.0f} tok/s  "
             f"{record['tflops_per_gpu']:.2f} TFLOP/s/GPU  MFU {_fmt(record['mfu'], '.1%')}")
     if "val_loss" in record:
@@ -75,6 +77,11 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
 
     mixture_cfg = load_config(MixtureConfig, mixture)
     show = _is_rank0() and not json_
+    from flm.train.trainer.resume_check import check_resume
+
+    resumed = check_resume(stage_cfg, run_dir, resume, steps)  # another stage's run is refused before loading
+    if show and resumed is not None and resumed.schedule_changes:
+        _warn_schedule_change(resumed)
     target = steps if steps is not None else stage_cfg.train.steps
     every = max(stage_cfg.train.log_every, 1)
     with progress_bars(enabled=show) as bars:
@@ -98,6 +105,16 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
                       f"checkpoint {result.checkpoint}", highlight=False)
 
 
+def _warn_schedule_change(info: Any) -> None:
+    """Before resuming: which LR-schedule settings --steps / --set changed, and what the schedule becomes."""
+    changes = ", ".join(f"{key} {old} -> {new}" for key, (old, new) in info.schedule_changes.items())
+    s = info.schedule
+    err_console.print(f"[yellow]warning:[/] resuming {info.checkpoint} (step {info.step}) with a changed LR schedule: "
+                      f"{changes}. It becomes: {s['style']}, warmup {s['warmup_steps']} steps, lr {s['lr']:g} -> "
+                      f"min_lr {s['min_lr']:g} at step {s['decay_steps']}; the LR at step {info.step} goes from "
+                      f"{info.lr_saved:.3g} to {info.lr_now:.3g}", highlight=False, soft_wrap=True)
+
+
 def evaluate(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint (runs/NAME/checkpoints/step-N) or a run dir.")],
     mixture: Annotated[Path | None, typer.Option(help="Mixture YAML (default: the checkpoint's).")] = None,
@@ -105,9 +122,14 @@ def evaluate(
     micro_batch: Annotated[int | None, typer.Option("--micro-batch", min=1, help="Sequences per micro-batch.")] = None,
     by_source: Annotated[bool, typer.Option("--by-source", help="Also the loss of each source's held-out "
                                                                 "documents on their own (e.g. pile, wudao).")] = False,
+    propositions: Annotated[Path | None, typer.Option(
+        help="Proposition shards (`flm data propositions` OUT/valid): teacher accuracy per task instead.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
-    """Compute validation loss of a checkpoint on a mixture's held-out split."""
+    """Compute validation loss of a checkpoint on a mixture's held-out split (or its accuracy on propositions)."""
+    if propositions is not None:
+        _evaluate_propositions(checkpoint, propositions, micro_batch, json_)
+        return
     from flm.train.data.config import MixtureConfig
     from flm.train.trainer.evaluate import evaluate_checkpoint
 
@@ -125,3 +147,27 @@ def evaluate(
     for name, source in result.by_source.items():
         console.print(f"  {name}: val_loss {source['val_loss']:.4f} (perplexity "
                       f"{math.exp(min(source['val_loss'], 50.0)):.2f}) on {source['tokens']:,} tokens", highlight=False)
+
+
+def _evaluate_propositions(checkpoint: Path, propositions: Path, micro_batch: int | None, json_: bool) -> None:
+    from rich.table import Table
+
+    from flm.train.teacher.evaluate import evaluate_propositions
+
+    with progress_bars(enabled=not json_ and _is_rank0()) as bars:
+        result = evaluate_propositions(checkpoint, propositions, micro_batch=micro_batch or 32, progress=bars)
+    if not _is_rank0():
+        return
+    if json_:
+        emit_json(dataclasses.asdict(result))
+        return
+    table = Table(title=f"{result.propositions}: {result.count:,} propositions, checkpoint {result.checkpoint} "
+                        f"(step {result.step})", title_justify="left")
+    for column in ("task", "lang", "propositions", "accuracy", "majority", "instances", "choice acc", "chance"):
+        table.add_column(column, justify="left" if column in ("task", "lang") else "right")
+    for name, task in sorted(result.tasks.items()):
+        table.add_row(name, task["lang"] or "-", f"{task['propositions']:,}", f"{task['accuracy']:.1%}",
+                      f"{task['majority']:.1%}", f"{task['instances']:,}", _fmt(task.get("choice_accuracy"), ".1%"),
+                      _fmt(task.get("chance"), ".1%"))
+    console.print(table)
+    console.print(f"accuracy {result.accuracy:.1%} over {result.count:,} propositions", highlight=False)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from flm.config import config_to_dict, load_config
+from flm.train.teacher.config import TeacherConfig
 
 MAX_WEIGHT = 1e6
 """Weights are relative; beyond this ratio (inf, 1e308) their sum overflows or a source never appears."""
@@ -76,6 +77,8 @@ class MixtureConfig:
     """Block attention across documents (an `attention_mask` tensor is returned); off like FLM-101B."""
     cache_dir: Path | None = None
     """Where the document index is cached; None: $FLM_CACHE_DIR or ~/.cache/flm, under mixture-index/."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """FreeLM's teacher signal: proposition sources and the step schedule (flm.train.teacher.config)."""
 
     def validate(self) -> None:
         if self.seq_len is not None and self.seq_len <= 0:
@@ -97,7 +100,7 @@ class MixtureConfig:
 def mixture_record(mixture_cfg: MixtureConfig) -> dict[str, Any]:
     """The resolved mixture config with absolute source paths, so a checkpoint can find its data again."""
     record = config_to_dict(mixture_cfg)
-    for source in record["sources"]:
+    for source in [*record["sources"], *record["teacher"]["sources"]]:
         source["path"] = str(Path(source["path"]).resolve())
     return record
 

@@ -18,6 +18,7 @@ from flm.train.engine.batch import Batch, loss_sum, split_batch
 from flm.train.model.gpt import build_model
 from flm.train.model.mup import param_groups
 from flm.train.model.size import cpu_train_bytes
+from flm.train.teacher.objective import teacher_logits, teacher_sums
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,21 @@ class CpuEngine:
             total += summed.detach()
             count += tokens
         return total / count
+
+    def teacher_forward_backward(self, batches: list[Batch], verdict_ids: torch.Tensor) -> tuple[float, float, int]:
+        """Accumulate the teacher loss's gradients (mean over this rank's propositions); returns its summed loss,
+        propositions judged right, and propositions."""
+        self.model.train()
+        count = sum(len(b["label"]) for b in batches)
+        total = right = 0.0
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1 or not isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                loss, hits = teacher_sums(teacher_logits(self.model, batch, verdict_ids, self.device), batch["label"])
+                (loss / count).backward()
+            total += float(loss.detach())
+            right += float(hits)
+        return total, right, count
 
     def grad_norm(self) -> float:
         params = [p for p in self.module.parameters() if p.grad is not None]

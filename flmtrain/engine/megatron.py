@@ -28,6 +28,7 @@ from flm.train.engine.batch import Batch, loss_sum, split_batch
 from flm.train.model.apex_kernels import install_multi_tensor_ops
 from flm.train.model.gpt import build_model
 from flm.train.model.mup import lr_scale
+from flm.train.teacher.objective import teacher_logits, teacher_sums
 
 
 class MegatronEngine:
@@ -135,6 +136,37 @@ class MegatronEngine:
             dist.all_reduce(both, group=parallel_state.get_pipeline_model_parallel_group())
             total, count = both[0], both[1]
         return (total / count).float().cpu()
+
+    def teacher_forward_backward(self, batches: list[Batch], verdict_ids: torch.Tensor) -> tuple[float, float, int]:
+        """The teacher loss's gradients through megatron's schedules (pipeline stages included); returns this
+        rank's summed teacher loss, propositions judged right and propositions (the last stage's, on every
+        stage)."""
+        self.model.train()
+        count = sum(len(b["label"]) for b in batches)
+
+        def forward_step(data_iterator, model):  # type: ignore[no-untyped-def]
+            batch = next(data_iterator)
+            logits = teacher_logits(model, batch, verdict_ids, self.device)
+
+            def loss_func(output: torch.Tensor):  # type: ignore[no-untyped-def]
+                loss, right = teacher_sums(output, batch["label"])
+                # megatron divides by the number of micro-batches; scale so the step's gradient is the mean
+                return loss * len(batches) / count, {"sum": loss.detach(), "right": right.detach()}
+
+            return logits, loss_func
+
+        micro, seq = batches[0]["tokens"].shape
+        outputs = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter(batches), model=[self.model],
+            num_microbatches=len(batches), seq_length=seq, micro_batch_size=micro, forward_only=False)
+        both = torch.zeros(2, device=self.device)
+        if parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+            for out in outputs:
+                both += torch.stack([out["sum"], out["right"]])
+        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+            dist.all_reduce(both, group=parallel_state.get_pipeline_model_parallel_group())
+        total, right = both.tolist()
+        return total, right, count
 
     def grad_norm(self) -> float:
         found_inf = self.optimizer.prepare_grads()

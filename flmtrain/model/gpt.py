@@ -48,6 +48,7 @@ from flm.train.model.attention import FLMCoreAttention
 from flm.train.model.fused_loss import linear_cross_entropy_sum
 from flm.train.model.mup import width_mult
 from flm.train.model.size import padded_vocab
+from flm.train.model.teacher_head import verdict_logits
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -192,15 +193,18 @@ class FLMModel(GPTModel):
         self.fused_loss = fused_loss and self.config.tensor_model_parallel_size == 1
         self.compiled = compiled
         self._sum_loss = False
+        self._teacher: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None,
                 attention_mask: torch.Tensor | None = None, *args: Any, sum_loss: bool = False,
-                **kwargs: Any) -> torch.Tensor:
-        self._sum_loss = sum_loss
+                teacher: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any) -> torch.Tensor:
+        """`teacher=(judge positions [b], (false, true) ids)` returns the [b, 2] teacher logits
+        (flm.train.model.teacher_head) instead of the language output."""
+        self._sum_loss, self._teacher = sum_loss, teacher
         try:
             return super().forward(input_ids, position_ids, attention_mask, *args, **kwargs)
         finally:
-            self._sum_loss = False
+            self._sum_loss, self._teacher = False, None
 
     def _preprocess(self, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
         out = super()._preprocess(*args, **kwargs)
@@ -211,6 +215,11 @@ class FLMModel(GPTModel):
     def _postprocess(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
         if self.post_process and self.output_mult != 1.0:
             hidden_states = hidden_states * self.output_mult
+        if self._teacher is not None and self.post_process:
+            weight = self.shared_embedding_or_output_weight() if self.share_embeddings_and_output_weights \
+                else self.output_layer.weight
+            return verdict_logits(hidden_states, weight, *self._teacher,
+                                  sequence_parallel=self.config.sequence_parallel)
         labels, loss_mask = kwargs.get("labels"), kwargs.pop("loss_mask", None)
         if not (self._sum_loss and self.post_process and labels is not None):
             return super()._postprocess(hidden_states, *args, **kwargs)

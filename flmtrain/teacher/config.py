@@ -1,0 +1,53 @@
+"""The teacher signal's part of a mixture YAML: proposition sources and how their steps interleave.
+
+    teacher:
+      every: 4                 # every 4th optimizer step is a teacher step (FreeLM alternates the two signals)
+      batch: 32                # propositions per teacher step (global, over data-parallel ranks)
+      micro_batch: 16
+      sources:
+        - {name: tasks, path: work/propositions/train, weight: 1.0}
+
+No sources (the default): no teacher steps, the run is language-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TeacherSourceConfig:
+    name: str
+    path: Path
+    """A proposition-shard directory (`flm data propositions` OUT/train)."""
+    weight: float = 1.0
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ValueError("a teacher source needs a non-empty name")
+        if not 0 < self.weight <= 1e6:
+            raise ValueError(f"teacher source {self.name!r}: weight must be in (0, 1e6], got {self.weight}")
+
+
+@dataclass
+class TeacherConfig:
+    sources: list[TeacherSourceConfig] = field(default_factory=list)
+    every: int = 4
+    """Step s is a teacher step when s % every == 0 (2: alternate one language step, one teacher step)."""
+    batch: int = 32
+    micro_batch: int = 16
+
+    def validate(self) -> None:
+        if self.every < 2:
+            raise ValueError(f"teacher.every must be at least 2 (a language step between teacher steps), "
+                             f"got {self.every}")
+        if self.batch < 1 or self.micro_batch < 1:
+            raise ValueError("teacher.batch and teacher.micro_batch must be positive")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher source names must be unique: {', '.join(names)}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sources)
