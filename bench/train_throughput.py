@@ -10,8 +10,12 @@ Phases, each a fresh process (allocator state and compiled graphs of one do not 
              clip + optimizer step. `--profile`: one more (untimed) step under torch.profiler, giving GPU
              time by kernel class and the attention kernels that ran.
   hf         LlamaForCausalLM of the same shape: fp32 weights, bf16 autocast, model + loss under
-             torch.compile, fused AdamW, grad clipping, same global batch; the largest micro-batch
-             of --hf-micro that fits.
+             torch.compile, fused AdamW, grad clipping, same global batch; every micro-batch of --hf-micro
+             is tried (one process) and the fastest that fits is reported.
+             With several --flm-micro, one phase per micro-batch (flm-mb8, flm-mb16, ...): the fastest
+             that fits is reported, the others' tokens/s and errors (out of memory) beside it.
+  fp8        `--fp8`: the same as flm with `model.precision=fp8` (float8 GEMMs in the transformer layers),
+             over the same micro-batches; its speed-up over flm's bf16 step of this run is reported.
   variant-*  `--variant NAME:key=value,...`: flm runs with other stage settings (ablations).
   loss-*     the first steps' losses of the 1b stage from one init on one batch stream: bf16 with the
              kernels (fast), bf16 without them (plain) and fp32 without them (full-precision matmuls):
@@ -114,6 +118,7 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
 
     from flm.train.distributed.parallel import distributed, seed_everything
     from flm.train.engine import make_engine
+    from flm.train.model.fp8 import Fp8ColumnParallelLinear, Fp8RowParallelLinear
     from flm.train.model.size import flops_per_token
     from flm.train.trainer.lr_schedule import LRSchedule
 
@@ -160,6 +165,8 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
                 opt_s.append(t2 - t1)
         warm_s = time.perf_counter() - built
         params = sum(p.numel() for p in engine.module.parameters())
+        fp8_types = (Fp8ColumnParallelLinear, Fp8RowParallelLinear)
+        fp8_linears = sum(isinstance(m, fp8_types) for m in engine.module.modules())
         out = {"overrides": overrides, "micro_batch": train.micro_batch, "global_batch": train.global_batch,
                "num_micro": num_micro, "params": params, "losses": [round(x, 5) for x in losses],
                **throughput(times, train.global_batch * cfg.seq_len, flops_per_token(cfg)),
@@ -169,9 +176,11 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
                "kernels": {"compile": cfg.kernels.compile, "fused_loss": cfg.kernels.fused_loss,
                            "attention": cfg.kernels.attention, "fused_adam": stage.optim.fused,
                            "wgrad_fusion_active": bool(engine.module.config.gradient_accumulation_fusion)},
-               "precision": train.precision, "flops_per_token": flops_per_token(cfg)}
+               "precision": train.precision, "gemm_precision": cfg.precision, "fp8_linears": fp8_linears,
+               "flops_per_token": flops_per_token(cfg)}
         if profile_dir is not None and prof is not None:
-            out["profile"] = _summarise_profile(prof, profile_dir)
+            table = profile_dir / f"profile_{cfg.precision}_mb{train.micro_batch}.txt"
+            out["profile"] = _summarise_profile(prof, table)
     return out
 
 
@@ -194,7 +203,7 @@ KERNEL_CLASSES = [
 ]
 
 
-def _summarise_profile(prof: Any, out_dir: Path) -> dict[str, Any]:
+def _summarise_profile(prof: Any, table_path: Path) -> dict[str, Any]:
     """GPU time per kernel class and the attention kernels by name (the full table goes to a file)."""
     events = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0
               and e.device_type.name == "CUDA"]
@@ -207,9 +216,9 @@ def _summarise_profile(prof: Any, out_dir: Path) -> dict[str, Any]:
         classes[label] = classes.get(label, 0.0) + e.device_time_total
         if label == "attention":
             attention[e.key[:160]] = round(e.device_time_total / 1e3, 2)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    table_path.parent.mkdir(parents=True, exist_ok=True)
     table = prof.key_averages().table(sort_by="device_time_total", row_limit=60, max_name_column_width=110)
-    (out_dir / "profile_flm.txt").write_text(table)
+    table_path.write_text(table)
     top = sorted(events, key=lambda e: -e.device_time_total)[:25]
     return {"gpu_ms_total": round(total / 1e3, 1),
             "share_by_class": {k: round(v / total, 4) for k, v in sorted(classes.items(), key=lambda kv: -kv[1])},
@@ -239,7 +248,9 @@ def run_hf(tiny: bool, micro_batches: list[int], steps: int, warmup: int, compil
                       use_cache=False, attn_implementation="sdpa")
     fpt = flops_per_token(replace(m, vocab_pad_multiple=1))  # transformers does not pad the vocabulary
     rows = torch.from_numpy(batch_pool(GLOBAL_BATCH * (warmup + steps), m.seq_len, m.vocab_size, seed=7))
-    errors = {}
+    errors: dict[int, str] = {}
+    tried: dict[int, float] = {}
+    best: dict[str, Any] | None = None
     for micro in micro_batches:
         torch.manual_seed(stage.train.seed)
         with device:
@@ -279,17 +290,22 @@ def run_hf(tiny: bool, micro_batches: list[int], steps: int, warmup: int, compil
                     times.append(time.perf_counter() - t0)
         except torch.OutOfMemoryError as err:
             errors[micro] = str(err).splitlines()[0][:200]
-            del model, opt, step_fn
-            gc.collect()
-            torch.cuda.empty_cache()
-            torch._dynamo.reset()
-            continue
-        params = sum(p.numel() for p in model.parameters())
-        return {"micro_batch": micro, "global_batch": GLOBAL_BATCH, "params": params, "oom_at": errors,
-                "losses": [round(x, 5) for x in losses], "compiled": compile_model,
-                **throughput(times, GLOBAL_BATCH * m.seq_len, fpt), "peak_memory_gib": peak_gib(),
-                "flops_per_token": fpt, "transformers": __import__("transformers").__version__}
-    raise RuntimeError(f"no micro-batch of {micro_batches} fits: {errors}")
+        else:
+            result = {"micro_batch": micro, "global_batch": GLOBAL_BATCH,
+                      "params": sum(p.numel() for p in model.parameters()),
+                      "losses": [round(x, 5) for x in losses], "compiled": compile_model,
+                      **throughput(times, GLOBAL_BATCH * m.seq_len, fpt), "peak_memory_gib": peak_gib(),
+                      "flops_per_token": fpt, "transformers": __import__("transformers").__version__}
+            tried[micro] = result["tokens_per_s"]
+            if best is None or result["tokens_per_s"] > best["tokens_per_s"]:
+                best = result
+        del model, opt, step_fn
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch._dynamo.reset()
+    if best is None:
+        raise RuntimeError(f"no micro-batch of {micro_batches} fits: {errors}")
+    return {**best, "oom_at": errors, "tokens_per_s_by_micro_batch": tried}
 
 
 # ----------------------------------------------------------------------------------------- runner
@@ -353,10 +369,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"error": "skipped: out of time budget"}
         return _spawn(name, [kind, *common, *extra], min(cap, remaining() - 5), log_dir)
 
-    flm_micro = [f"train.micro_batch={args.flm_micro}"]
+    def sweep(name: str, sets: list[str]) -> dict[str, Any]:
+        """One flm phase per micro-batch of --flm-micro; the fastest that ran, with all tried beside it."""
+        runs = {mb: phase(f"{name}-mb{mb}", "flm", ["--set", f"train.micro_batch={mb}", *args.flm_set, *sets], 240)
+                for mb in args.flm_micro}
+        ok = [r for r in runs.values() if "tokens_per_s" in r]
+        best = max(ok, key=lambda r: r["tokens_per_s"]) if ok else next(iter(runs.values()))
+        return {**best, "tokens_per_s_by_micro_batch": {mb: r.get("tokens_per_s", r.get("error", "")[-160:])
+                                                        for mb, r in runs.items()}}
+
     results: dict[str, Any] = {}
     profile = ["--profile", str(log_dir)] if args.profile else []
-    results["flm"] = phase("flm", "flm", ["--set", *flm_micro, *args.flm_set, *profile], 240)
+    results["flm"] = sweep("flm", profile)
+    flm_micro = [f"train.micro_batch={results['flm'].get('micro_batch', args.flm_micro[0])}"]
+    if args.fp8:
+        results["fp8"] = sweep("fp8", ["model.precision=fp8", *profile])
     results["hf"] = phase("hf", "hf", ["--hf-micro", *map(str, args.hf_micro)]
                           + ([] if args.tiny else ["--compile"]), 300)
     ablations = {}
@@ -375,6 +402,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             losses[name] = run_
     flm, hf = results["flm"], results["hf"]
     ratio = flm["tokens_per_s"] / hf["tokens_per_s"] if "tokens_per_s" in flm and "tokens_per_s" in hf else None
+    fp8 = results.get("fp8")
+    fp8_report = None
+    if fp8 is not None:
+        speedup = fp8["tokens_per_s"] / flm["tokens_per_s"] if "tokens_per_s" in fp8 and "tokens_per_s" in flm \
+            else None
+        fp8_report = {"speedup_vs_bf16": round(speedup, 4) if speedup else None, "target": 1.3,
+                      "met": bool(speedup and speedup >= 1.3), "tokens_per_s": fp8.get("tokens_per_s"),
+                      "mfu_bf16_equivalent": fp8.get("mfu"), "run": fp8,
+                      "profile": fp8.pop("profile", None)}
     report = {
         "bench": "train_throughput",
         "device": device_name(),
@@ -400,6 +436,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       "forward_backward_s_median", "grad_norm_and_step_s_median",
                                                       "overrides", "error")} for k, v in ablations.items()},
         "profile": results["flm"].pop("profile", None),
+        "fp8": fp8_report,
         "wall_s": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -417,9 +454,12 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: a smoke test of this script")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--flm-micro", type=int, default=8)
+    p.add_argument("--flm-micro", type=int, nargs="+", default=[8],
+                   help="micro-batches to try for flm (and --fp8): the fastest that fits is reported")
+    p.add_argument("--fp8", action="store_true", help="also run flm with model.precision=fp8 (float8 GEMMs)")
     p.add_argument("--flm-set", nargs="*", default=[], help="stage overrides for every flm run")
-    p.add_argument("--hf-micro", type=int, nargs="+", default=[8, 4, 2])
+    p.add_argument("--hf-micro", type=int, nargs="+", default=[8, 4, 2],
+                   help="micro-batches to try for the baseline: the fastest that fits is reported")
     p.add_argument("--variant", action="append", default=[], help="NAME:key=value,key=value (an extra flm run)")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--skip-loss-check", action="store_true")

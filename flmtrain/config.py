@@ -70,6 +70,10 @@ class ModelConfig:
     init_std: float = 0.02
     mup: MupConfig = field(default_factory=MupConfig)
     kernels: KernelConfig = field(default_factory=KernelConfig)
+    precision: Literal["default", "fp8"] = "default"
+    """The transformer layers' GEMMs (QKV, attention output, FFN in and out). default: in train.precision;
+    fp8: float8 with per-tensor current scaling (flm.train.model.fp8), on GPUs of compute capability >= 8.9
+    only. Embedding, output head, norms, attention and optimizer stay in train.precision either way."""
 
     @property
     def head_dim(self) -> int:
@@ -95,6 +99,13 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.position != "none" and self.head_dim % 2:
             raise ValueError(f"{self.position} needs an even head size, got hidden/heads = {self.head_dim}")
+        if self.precision == "fp8":
+            bad = {k: v for k, v in (("hidden", self.hidden), ("ffn_hidden", self.ffn_size),
+                                     ("kv_heads x head size", (self.kv_heads or self.heads) * self.head_dim))
+                   if v % 16}
+            if bad:
+                raise ValueError("precision fp8 needs multiples of 16 (float8 GEMMs), not: "
+                                 + ", ".join(f"{k} = {v}" for k, v in bad.items()))
 
 
 @dataclass
@@ -209,6 +220,22 @@ class GrowthStepConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where training metrics go besides RUN/metrics.jsonl, which rank 0 always writes."""
+
+    tensorboard: bool = True
+    """TensorBoard event files under RUN/tensorboard/ (off, with a warning, where the package is missing)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (`pip install 'flm[wandb]'`); its files go under RUN/wandb/, and
+    WANDB_MODE=offline keeps them there (`wandb sync` uploads them later)."""
+    wandb_project: str = "flm"
+    wandb_name: str | None = None
+    """The run's name in W&B; None: the run folder's name. A resumed run continues the same W&B run."""
+    wandb_entity: str | None = None
+    """The W&B team or user; None: the logged-in user's default."""
+
+
+@dataclass
 class StageConfig:
     name: str = "tiny"
     description: str = ""
@@ -218,6 +245,7 @@ class StageConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     growth: list[GrowthStepConfig] = field(default_factory=list)
     """Growths `flm train` makes in place when their token counts are reached (the target stage may
     schedule the next one)."""

@@ -45,6 +45,7 @@ from flm.train.config import ModelConfig
 from flm.train.distributed.parallel import seed_everything
 from flm.train.model.apex_kernels import wgrad_fusion_available
 from flm.train.model.attention import FLMCoreAttention
+from flm.train.model.fp8 import Fp8ColumnParallelLinear, Fp8RowParallelLinear, check_fp8_device, check_fp8_shapes
 from flm.train.model.fused_loss import linear_cross_entropy_sum
 from flm.train.model.mup import width_mult
 from flm.train.model.size import padded_vocab
@@ -156,6 +157,8 @@ def layer_spec(cfg: ModelConfig, cuda: bool) -> ModuleSpec:
         mup=cfg.mup.enabled, inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx, kernel=cfg.kernels.attention,
         compiled=compiled)
     norm = ModuleSpec(module=Norm, params={"compiled": compiled})
+    column, row = (Fp8ColumnParallelLinear, Fp8RowParallelLinear) if cfg.precision == "fp8" \
+        else (ColumnParallelLinear, RowParallelLinear)
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
@@ -164,13 +167,13 @@ def layer_spec(cfg: ModelConfig, cuda: bool) -> ModuleSpec:
                 module=SelfAttention,
                 params={"attn_mask_type": AttnMaskType.causal},
                 submodules=SelfAttentionSubmodules(
-                    linear_qkv=ColumnParallelLinear, core_attention=core_attention, linear_proj=RowParallelLinear,
+                    linear_qkv=column, core_attention=core_attention, linear_proj=row,
                     q_layernorm=IdentityOp, k_layernorm=IdentityOp),
             ),
             self_attn_bda=get_bias_dropout_add,
             pre_mlp_layernorm=norm,
             mlp=ModuleSpec(module=MLP, params={"ffn_hidden_size": cfg.ffn_size},
-                           submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear)),
+                           submodules=MLPSubmodules(linear_fc1=column, linear_fc2=row)),
             mlp_bda=get_bias_dropout_add,
         ),
     )
@@ -252,6 +255,14 @@ def build_model(cfg: ModelConfig, *, vocab_size: int | None = None, params_dtype
                           f"({tp}): make model.vocab_pad_multiple a multiple of {tp}")
     if cfg.layers % pp:
         raise ConfigError(f"model.layers ({cfg.layers}) must be divisible by the pipeline size ({pp})")
+    if cfg.precision == "fp8":
+        try:
+            check_fp8_device(device)
+            kv = (cfg.kv_heads or cfg.heads) * cfg.head_dim
+            check_fp8_shapes(**{"hidden / tp": cfg.hidden // tp, "qkv out / tp": (cfg.hidden + 2 * kv) // tp,
+                                "ffn / tp": cfg.ffn_size // tp})
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(str(err)) from err
     if vocab_size is not None:
         cfg = replace(cfg, vocab_size=vocab_size)
     if seed is not None:
