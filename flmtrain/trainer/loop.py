@@ -350,7 +350,8 @@ class Trainer:
             return self._result(started, start_step, "already-done", None, None,
                                 str(self.resumed_from) if self.resumed_from else None)
         self._open_loader()
-        metrics = MetricsLogger(self.run_dir, enabled=rank() == 0, resume_step=self.step)
+        metrics = MetricsLogger(self.run_dir, enabled=rank() == 0, resume_step=self.step, logging=self.stage.logging,
+                                config=config_to_dict(self.stage))
         peak = peak_tflops(self.stage.train.peak_tflops, self.parallel.device_name)
         loss = val_loss = None
         bad_in_a_row = 0
