@@ -30,3 +30,15 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def all_reduce_tensor(values: list[torch.Tensor | float]) -> torch.Tensor:
+    """Sum scalars over every rank in one collective, on the device the tensors among them live on, without reading
+    them on the host: the caller reads the result when it needs it (one wait instead of one per value)."""
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), None)
+    # A float becomes a fill kernel on the device, not a host-to-device copy.
+    tensor = torch.stack([v.float().reshape(()) if isinstance(v, torch.Tensor)
+                          else torch.full((), v, dtype=torch.float32, device=device) for v in values])
+    if world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor
