@@ -33,9 +33,12 @@ def run(
     from flm.recipe.run import fresh as remove_outputs
 
     cfg = load_recipe(recipe, set_ or [])
+    selected = tuple(s.strip() for s in stages.split(",")) if stages else STAGES
+    unknown = [s for s in selected if s not in STAGES]
+    if unknown:  # before --fresh deletes anything, and without the resume hint (nothing ran)
+        fail(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     if fresh:
         remove_outputs(out)
-    selected = tuple(s.strip() for s in stages.split(",")) if stages else STAGES
     started: dict[str, float] = {}
 
     def on_stage(name: str, event: str) -> None:

@@ -77,15 +77,13 @@ def resolve_checkpoint(path: Path | str) -> Path:
 
 
 def resolve_resume(run_dir: Path, resume: str) -> Path | None:
-    """`latest` (the run dir's newest checkpoint, if any), `none`, or a checkpoint path."""
+    """`latest` (the run dir's newest checkpoint, if any), `none`, or a checkpoint path (or another run dir:
+    its newest intact checkpoint)."""
     if resume == "none":
         return None
     if resume == "latest":
         return latest_intact_checkpoint(checkpoints_root(run_dir))
-    path = Path(resume)
-    if not (path / META_NAME).is_file():
-        raise CheckpointError(f"{path}: not a checkpoint directory (no {META_NAME})")
-    return path
+    return resolve_checkpoint(resume)
 
 
 def read_state(path: Path) -> dict[str, Any]:
