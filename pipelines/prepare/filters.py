@@ -11,9 +11,10 @@ from collections import Counter
 
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
-from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_duplicates
+from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 
 from flm.pipelines.config import BoilerplateConfig, CharRepetitionConfig, ChineseQualityConfig, CodeQualityConfig
+from flm.pipelines.prepare.repetition import all_duplicate
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 """CJK ideographs: Extension A, the unified block, compatibility ideographs, Extensions B-F (plane 2)."""
@@ -80,7 +81,7 @@ class CharRepetitionFilter(BaseFilter):
             if grams and grams.most_common(1)[0][1] * n / len(chars) > limit:
                 return False, f"top_{n}_gram"
         for n, limit in self.cfg.dup_n_grams:
-            if find_all_duplicate(list(chars), n) / max(len(chars), 1) > limit:
+            if all_duplicate(chars, n) / max(len(chars), 1) > limit:
                 return False, f"dup_{n}_gram"
         return True
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, fields
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 
 from flm.pipelines.config import ProfileConfig, QualityConfig
@@ -22,6 +22,7 @@ from flm.pipelines.prepare.filters import (
     ChineseQualityFilter,
     CodeQualityFilter,
 )
+from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter
 from flm.pipelines.prepare.routing import Router
 from flm.pipelines.prepare.words import FastWordTokenizer
 
@@ -37,7 +38,7 @@ def build_chain(profile: ProfileConfig, word_tokenizer: str = "fast") -> list[tu
         "code": CodeQualityFilter,
         "chinese": ChineseQualityFilter,
         "char_repetition": CharRepetitionFilter,
-        "gopher_repetition": lambda c: GopherRepetitionFilter(**asdict(c), language=words),
+        "gopher_repetition": lambda c: FastGopherRepetitionFilter(**asdict(c), language=words),
         "gopher_quality": lambda c: GopherQualityFilter(**asdict(c), language=words),
         "c4": lambda c: C4QualityFilter(**asdict(c), language=words),
     }

@@ -55,7 +55,10 @@ class FastWordTokenizer(WordTokenizer):
     def word_tokenize(self, text: str) -> list[str]:
         out: list[str] = []
         for chunk in text.split():
-            split_chunk(chunk, out)
+            if chunk.isalpha() and chunk not in SPECIAL:  # most words: no rule below can apply
+                out.append(chunk)
+            else:
+                split_chunk(chunk, out)
         return out
 
     def sent_tokenize(self, text: str) -> list[str]:

@@ -96,6 +96,14 @@ def intermediate_name(rank: int) -> str:
     return f"{rank:05d}{SHARD_SUFFIX}"
 
 
+def _document_adapter(writer: Any, doc: Document) -> dict[str, Any]:
+    """datatrove's default record without its `dataclasses.asdict` deep copy of every document (6% of a run)."""
+    if doc.media:
+        return writer._default_adapter(doc)
+    return {key: value for key, value in (("text", doc.text), ("id", doc.id), ("metadata", doc.metadata)) if value}
+
+
 def intermediate_writer(output_folder: str) -> JsonlWriter:
     """Filtered documents with all their metadata, one file per task, read back by `RankReader`."""
-    return JsonlWriter(output_folder, output_filename="${rank}" + SHARD_SUFFIX, compression="zstd")
+    return JsonlWriter(output_folder, output_filename="${rank}" + SHARD_SUFFIX, compression="zstd",
+                       adapter=_document_adapter)
