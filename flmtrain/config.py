@@ -192,6 +192,12 @@ class ParallelConfig:
     """How a GPU checkpoint stores the distributed optimizer: per parameter (fully_reshardable: resumes under
     any TP/PP/DP) or as megatron's DP buckets (dp_reshardable: DP only). megatron-core 0.16.1's
     fully_sharded_model_space cannot be saved ("ShardedTensor.flattened_range is not supported")."""
+    overlap_grad_reduce: bool = False
+    """GPU engine: reduce each gradient bucket while the backward pass still computes the earlier layers'
+    (megatron DDP's overlap_grad_reduce). The CPU engine's torch DDP always overlaps its all-reduce."""
+    overlap_param_gather: bool = False
+    """GPU engine, distributed optimizer: all-gather each bucket's updated weights during the next forward
+    pass instead of at the end of the optimizer step (megatron DDP's overlap_param_gather)."""
     gpus_per_node: int = 8
     """For the torchrun launch line: nodes = ceil(tp * pp * dp / gpus_per_node)."""
 
@@ -202,6 +208,9 @@ class ParallelConfig:
     def validate(self) -> None:
         if min(self.tp, self.pp, self.dp, self.gpus_per_node) <= 0:
             raise ValueError("tp, pp, dp and gpus_per_node must be positive")
+        if self.overlap_param_gather and not self.distributed_optimizer:
+            raise ValueError("overlap_param_gather needs distributed_optimizer: true (without it every rank "
+                             "holds all weights and nothing is gathered)")
 
 
 @dataclass

@@ -121,6 +121,15 @@ def test_senseless_training_values_are_refused(override: str) -> None:
         load_config(StageConfig, find_config("tiny", "stages"), [override])
 
 
+def test_overlapping_the_weight_gather_needs_the_distributed_optimizer() -> None:
+    with pytest.raises(ConfigError, match="overlap_param_gather needs distributed_optimizer"):
+        load_config(StageConfig, find_config("tiny", "stages"),
+                    ["parallel.overlap_param_gather=true", "parallel.distributed_optimizer=false"])
+    both = load_config(StageConfig, find_config("tiny", "stages"),
+                       ["parallel.overlap_param_gather=true", "parallel.overlap_grad_reduce=true"])
+    assert both.parallel.overlap_param_gather and both.parallel.overlap_grad_reduce
+
+
 def test_an_error_keeps_its_brackets(tmp_path) -> None:
     from typer.testing import CliRunner
 

@@ -120,6 +120,9 @@ class CpuEngine:
             torch.nn.utils.clip_grads_with_norm_(params, clip, torch.tensor(grad_norm))
         self.optimizer.step()
 
+    def sync_params(self) -> None:
+        """Nothing to finish: each rank's torch DDP replica holds all of its weights after every step."""
+
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -52,9 +52,11 @@ class MegatronEngine:
         self.optimizer = None
         if not train:
             return
+        par = stage.parallel
         ddp_config = DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, overlap_grad_reduce=False, overlap_param_gather=False,
-            use_distributed_optimizer=stage.parallel.distributed_optimizer, check_for_nan_in_grad=False)
+            grad_reduce_in_fp32=True, overlap_grad_reduce=par.overlap_grad_reduce,
+            overlap_param_gather=par.overlap_param_gather, align_param_gather=par.overlap_param_gather and par.pp > 1,
+            use_distributed_optimizer=par.distributed_optimizer, check_for_nan_in_grad=False)
         self.model = DistributedDataParallel(config, ddp_config, wrapped)
         optim = stage.optim
         opt_config = OptimizerConfig(
@@ -71,6 +73,10 @@ class MegatronEngine:
         if optim.fused:
             self._fuse_adam()
         config.no_sync_func = self.model.no_sync
+        if par.overlap_grad_reduce:  # the pipeline schedules start each chunk's reduction when its backward ends
+            config.grad_sync_func = self.model.start_grad_sync
+        if ddp_config.align_param_gather:  # every pipeline stage starts its gathers at once, as megatron requires
+            config.param_sync_func = self.model.start_param_sync
         config.finalize_model_grads_func = finalize_model_grads
         config.grad_scale_func = self.optimizer.scale_loss
         self.config = config
@@ -127,7 +133,7 @@ class MegatronEngine:
         return total, count
 
     def forward_backward(self, batches: list[Batch]) -> torch.Tensor:
-        """Mean token loss of this rank's micro-batches (0/0 = NaN-free 0 off the last pipeline stage)."""
+        """Mean token loss of this rank's micro-batches, on the GPU (every pipeline stage holds the last's)."""
         self.model.train()
         total, count = self._run(batches, forward_only=False)
         # Sum over the pipeline so every stage sees the last stage's loss.
@@ -135,7 +141,7 @@ class MegatronEngine:
             both = torch.stack([total, count])
             dist.all_reduce(both, group=parallel_state.get_pipeline_model_parallel_group())
             total, count = both[0], both[1]
-        return (total / count).float().cpu()
+        return (total / count).float()  # stays on the GPU: the loop reads it once, after one collective
 
     def teacher_forward_backward(self, batches: list[Batch], verdict_ids: torch.Tensor) -> tuple[float, float, int]:
         """The teacher loss's gradients through megatron's schedules (pipeline stages included); returns this
@@ -180,6 +186,12 @@ class MegatronEngine:
                 if params and not getattr(opt, "is_stub_optimizer", False):
                     clip_grad_by_total_norm_fp32(params, clip, grad_norm)
         self.optimizer.step_with_ready_grads()
+
+    def sync_params(self) -> None:
+        """Finish the weight all-gather that overlap_param_gather defers to the next forward pass, so the module
+        holds this step's weights before a checkpoint (or a growth) reads them."""
+        if self.optimizer is not None and self.stage.parallel.overlap_param_gather:
+            self.model.start_param_sync(force_sync=True)
 
     def zero_grad(self) -> None:
         self.model.zero_grad_buffer()
