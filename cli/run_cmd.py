@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flm.cli.render import console, emit_json, err_console, fail, progress_bars
+from flm.recipe.plot import human
 
 
 def run(
@@ -81,18 +83,27 @@ def render_summary(summary: dict[str, Any]) -> None:
         table.add_row("dropped (top reasons)", ", ".join(f"{k}: {v}" for k, v in top))
     if summary.get("tokens") is not None:
         table.add_row("tokens", f"{summary['tokens']:,}")
+    held_out = f"{summary['eval_batches']} held-out batches" if summary.get("eval_batches") else "held-out split"
     for key in ("train", "train_grown"):
         if key in summary:
             r = summary[key]
-            table.add_row(key, f"step {r['step']}, loss {r['loss']:.4f}, val loss {r['val_loss'] or float('nan'):.4f}")
+            val = "not measured" if r["val_loss"] is None else f"{r['val_loss']:.4f} ({held_out})"
+            table.add_row(key, f"step {r['step']}: training loss {r['loss']:.4f} (last step), val loss {val}")
     if "growth" in summary:
         g = summary["growth"]
-        table.add_row("growth continuity", f"val loss {g['val_loss_before']:.4f} -> {g['val_loss_after']:.4f} "
-                                           f"({g['relative_change'] * 100:.3f}% change)")
+        sizes = (f"{human(g['params_before'])} -> {human(g['params_after'])} params, "
+                 if g.get("params_before") else "")
+        table.add_row("growth continuity", f"{sizes}val loss {g['val_loss_before']:.4f} -> {g['val_loss_after']:.4f} "
+                                           f"({g['relative_change'] * 100:.3f}% change, the same {held_out})")
+    model = summary.get("generation_model") or {}
+    if summary.get("generations") and model.get("params"):
+        table.add_row("generate", f"[dim]from a {human(model['params'])}-parameter model that has read "
+                                  f"{human(model['tokens_seen'])} tokens: expect noise, not sentences (this checks the "
+                                  "pipeline, not the model)[/]")
     for gen in summary.get("generations", []):
-        table.add_row("generate", f"[bold]{gen['prompt']}[/]{gen['text']}")
+        table.add_row("generate", f"[bold]{escape(gen['prompt'])}[/]{escape(gen['text'])}")
     for run, points in summary.get("loss_curve", {}).items():
-        table.add_row(f"loss ({run})", "  ".join(f"{step}:{loss:.2f}" for step, loss in points))
+        table.add_row(f"loss ({run}, smoothed)", "  ".join(f"{step}:{loss:.2f}" for step, loss in points))
     if "loss_plot" in summary:
         table.add_row("loss curve", summary["loss_plot"])
     table.add_row("time per stage", ", ".join(f"{k} {v:.0f}s" for k, v in summary["seconds"].items() if v))

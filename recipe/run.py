@@ -74,6 +74,8 @@ class TrainRecipe:
     grown_steps: int = 200
     """Steps trained after growth (on top of `steps`)."""
     eval_batches: int = 16
+    """Held-out micro-batches of every validation loss the recipe reports (during training, across growth,
+    at the end), so one checkpoint has one figure."""
 
 
 @dataclass
@@ -204,7 +206,9 @@ class RecipeRun:
         return load_config(MixtureConfig, self.mixture_path)
 
     def _stage(self, name: str) -> StageConfig:
-        return load_config(StageConfig, find_config(name, "stages"), self.recipe.train.overrides)
+        t = self.recipe.train
+        return load_config(StageConfig, find_config(name, "stages"),
+                           [*t.overrides, f"train.eval_batches={t.eval_batches}"])
 
     def stage_train(self) -> dict[str, Any]:
         from flm.train.trainer.loop import train
@@ -256,7 +260,8 @@ class RecipeRun:
         return results
 
     def stage_generate(self) -> dict[str, Any]:
-        from flm.train.checkpoint import latest_checkpoint
+        from flm.train.checkpoint import latest_checkpoint, read_meta
+        from flm.train.model.size import param_count
         from flm.train.tools.generate import generate
 
         ckpt = latest_checkpoint(self.runs / self.recipe.train.grow_to / "checkpoints")
@@ -264,18 +269,32 @@ class RecipeRun:
             raise RecipeError(f"{self.runs / self.recipe.train.grow_to}: no checkpoint to generate from")
         gens = generate(ckpt, list(self.recipe.prompts), tokenizer_dir=self.tokenizer_dir,
                         max_new_tokens=self.recipe.max_new_tokens)
-        return {"checkpoint": str(ckpt), "generations": gens}
+        meta = read_meta(ckpt)
+        return {"checkpoint": str(ckpt), "generations": gens, "params": param_count(meta.load_stage().model),
+                "tokens_seen": meta.tokens_seen}
 
     def stage_report(self) -> dict[str, Any]:
-        """Loss curves of both runs, growth marked, as numbers and a PNG."""
-        curves = {run: read_losses(self.runs / run / "metrics.jsonl")
-                  for run in (self.recipe.train.stage, self.recipe.train.grow_to)}
+        """Loss curves of both runs, growth marked, as numbers and a PNG (flm.recipe.plot)."""
+        from flm.recipe.plot import Growth, loss_story, plot_story
+
+        t = self.recipe.train
+        grow = self.results.get("grow")
+        growth, params = None, {}
+        if grow is not None:
+            record = grow["record"]
+            params = {t.stage: record["params_before"], t.grow_to: record["params_after"]}
+            growth = Growth(step=record["step"], from_run=t.stage, to_run=t.grow_to,
+                            params_before=record["params_before"], params_after=record["params_after"],
+                            val_before=grow["val_loss_before"], val_after=grow["val_loss_after"],
+                            eval_batches=t.eval_batches)
+        story = loss_story(self.recipe.name, [(run, self.runs / run / "metrics.jsonl") for run in (t.stage, t.grow_to)],
+                           growth, params)
         png = self.out / "loss.png"
-        plot_losses(curves, png, grow_step=self.recipe.train.steps)
-        every = max(1, (self.recipe.train.steps + self.recipe.train.grown_steps) // 10)
-        sampled = {run: [(step, round(loss, 4)) for step, loss in points if step % every == 0 or step == 1]
-                   for run, points in curves.items()}
-        return {"plot": str(png), "curves": sampled}
+        plot_story(story, png)
+        every = max(1, (t.steps + t.grown_steps) // 10)
+        sampled = {c.run: [(step, round(loss, 4)) for step, loss in c.smoothed if step % every == 0 or step == 1]
+                   for c in story.curves}
+        return {"plot": str(png), "title": story.title, "notes": story.notes, "curves": sampled}
 
     def summary(self) -> dict[str, Any]:
         r = self.results
@@ -287,55 +306,24 @@ class RecipeRun:
             out["dropped"] = prep["dropped"]
         if "tokenize" in r:
             out["tokens"] = r["tokenize"].get("tokens")
+        out["eval_batches"] = self.recipe.train.eval_batches  # of every val_loss below
         for key in ("train", "train_grown"):
             if key in r:
                 out[key] = {k: r[key].get(k) for k in ("step", "loss", "val_loss", "checkpoint")}
         if "grow" in r:
             out["growth"] = {k: r["grow"][k] for k in ("val_loss_before", "val_loss_after", "relative_change")}
+            out["growth"].update({k: r["grow"]["record"].get(k) for k in ("params_before", "params_after")})
         if "evaluate" in r:
             out["val_loss"] = {k: v.get("val_loss") for k, v in r["evaluate"].items() if isinstance(v, dict)}
         if "generate" in r:
             out["generations"] = r["generate"]["generations"]
+            out["generation_model"] = {k: r["generate"].get(k) for k in ("params", "tokens_seen")}
         if "report" in r:
             out["loss_plot"] = r["report"]["plot"]
             out["loss_curve"] = r["report"]["curves"]
         out["artefacts"] = {name: str(getattr(self, name).resolve())
                             for name in ("raw", "clean", "tokenizer_dir", "tokens", "mixture_path", "runs")}
         return out
-
-
-def read_losses(path: Path) -> list[tuple[int, float]]:
-    """(step, loss) pairs of a run's metrics.jsonl (the last value of a step wins on resume)."""
-    if not path.exists():
-        return []
-    by_step: dict[int, float] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
-        if rec.get("loss") is not None and "step" in rec:
-            by_step[int(rec["step"])] = float(rec["loss"])
-    return sorted(by_step.items())
-
-
-def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, grow_step: int | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, points in curves.items():
-        if points:
-            steps, losses = zip(*points, strict=True)
-            ax.plot(steps, losses, label=name)
-    if grow_step is not None:
-        ax.axvline(grow_step, color="grey", linestyle="--", label="growth")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def load_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
