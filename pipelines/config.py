@@ -191,6 +191,83 @@ class QualityConfig:
 
 
 @dataclass
+class BenchmarkConfig:
+    """One evaluation set: a local JSONL (.jsonl, .jsonl.zst), Parquet or CSV file and the fields holding its text."""
+
+    name: str = ""
+    """Counted as decontam/<name>; the file's stem when empty."""
+    path: str = ""
+    fields: list[str] = field(default_factory=lambda: ["text"])
+    """Fields whose values (strings, or lists of strings) make up an item's text, joined by newlines."""
+    id_field: str = ""
+    """Field naming each item in the report; empty: its line (row) number."""
+    language: Literal["auto", "en", "zh"] = "auto"
+    """en: word n-grams; zh: character n-grams; auto: characters for items that are mostly CJK ideographs."""
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ValueError("decontam.benchmarks: each benchmark needs a path")
+        if not self.fields:
+            raise ValueError(f"decontam.benchmarks ({self.path}): fields must name at least one field")
+
+
+@dataclass
+class DecontamConfig:
+    """Drop training documents that share an n-gram with an evaluation item (GPT-3's 13-gram rule)."""
+
+    enabled: bool = False
+    benchmarks: list[BenchmarkConfig] = field(default_factory=list)
+    word_ngrams: int = 13
+    """Words per n-gram for word-based items (lowercased, punctuation removed)."""
+    char_ngrams: int = 20
+    """Characters per n-gram for Chinese items (whitespace and punctuation removed): a word is 1.5-2 characters."""
+    min_item_units: int = 8
+    """An item shorter than one n-gram is matched whole if it holds at least this many words (or characters)."""
+
+    def validate(self) -> None:
+        if min(self.word_ngrams, self.char_ngrams, self.min_item_units) <= 0:
+            raise ValueError("decontam.word_ngrams, char_ngrams and min_item_units must be positive")
+        if self.enabled and not self.benchmarks:
+            raise ValueError("decontam is enabled but names no benchmarks (decontam.benchmarks: [{path, fields}])")
+        names = [b.name or b.path.rsplit("/", 1)[-1].split(".", 1)[0] for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"decontam.benchmarks: two benchmarks share a name ({', '.join(names)})")
+
+
+@dataclass
+class PiiConfig:
+    """Replace personal data by placeholders: emails, IP addresses, phone numbers, Chinese resident ID numbers."""
+
+    enabled: bool = True
+    emails: bool = True
+    ip_addresses: bool = True
+    phone_numbers: bool = True
+    id_numbers: bool = True
+    """Chinese resident ID numbers (18 characters, birth date and check digit validated)."""
+    placeholders: dict[str, str] = field(default_factory=lambda: {
+        "email": "<EMAIL>", "ip": "<IP_ADDRESS>", "phone": "<PHONE>", "id_number": "<ID_NUMBER>"})
+
+    def validate(self) -> None:
+        missing = {"email", "ip", "phone", "id_number"} - set(self.placeholders)
+        if missing:
+            raise ValueError(f"pii.placeholders: no placeholder for {', '.join(sorted(missing))}")
+
+
+@dataclass
+class AuditConfig:
+    """Write dropped documents with their reason beside the clean output (CLEAN/<source>/dropped/)."""
+
+    enabled: bool = False
+    sample: float = 1.0
+    """Share of each reason's drops written (1.0: all), chosen by a seeded hash of the document id."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 < self.sample <= 1.0:
+            raise ValueError(f"audit.sample must be in (0, 1], got {self.sample}")
+
+
+@dataclass
 class ExactDedupConfig:
     enabled: bool = True
 
@@ -267,7 +344,10 @@ class PipelineConfig:
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     minhash: MinhashConfig = field(default_factory=MinhashConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)

@@ -22,7 +22,7 @@ from flm.pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET
 
 PREFIX = "flm"
 SEP = "|"
-IN, DROP, KEPT = "in", "drop", "kept"
+IN, DROP, KEPT, REDACT = "in", "drop", "kept", "redact"
 NO_REASON = "-"
 
 
@@ -34,6 +34,12 @@ def record(step: PipelineStep, event: str, source: str, subset: str, nbytes: int
     """Count one document (and its bytes) for an event on `step`'s stats."""
     step.stat_update(_key("docs", event, source, subset, reason))
     step.stat_update(_key("bytes", event, source, subset, reason), value=nbytes, unit="bytes")
+
+
+def record_redactions(step: PipelineStep, source: str, subset: str, counts: dict[str, int]) -> None:
+    """Count replacements per PII kind (documents are kept; these add to no balance)."""
+    for kind, n in counts.items():
+        step.stat_update(_key("count", REDACT, source, subset, kind), value=n)
 
 
 def record_drop(step: PipelineStep, doc: Document, reason: str) -> None:
@@ -86,6 +92,8 @@ class Tally:
     bytes_kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     dropped_bytes: dict[str, int] = field(default_factory=dict)
+    redacted: dict[str, int] = field(default_factory=dict)
+    """PII replacements per kind (email, ip, phone, id_number)."""
 
     @property
     def docs_dropped(self) -> int:
@@ -105,6 +113,8 @@ class Tally:
         elif event == DROP:
             target = self.dropped if kind == "docs" else self.dropped_bytes
             target[reason] = target.get(reason, 0) + value
+        elif event == REDACT:
+            self.redacted[reason] = self.redacted.get(reason, 0) + value
 
     def merge(self, other: Tally) -> None:
         self.docs_in += other.docs_in
@@ -115,13 +125,16 @@ class Tally:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
         for reason, n in other.dropped_bytes.items():
             self.dropped_bytes[reason] = self.dropped_bytes.get(reason, 0) + n
+        for kind, n in other.redacted.items():
+            self.redacted[kind] = self.redacted.get(kind, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         return {"docs_in": self.docs_in, "docs_kept": self.docs_kept, "docs_dropped": self.docs_dropped,
                 "bytes_in": self.bytes_in, "bytes_kept": self.bytes_kept,
                 "bytes_dropped": sum(self.dropped_bytes.values()),
                 "dropped": dict(sorted(self.dropped.items())),
-                "dropped_bytes": dict(sorted(self.dropped_bytes.items()))}
+                "dropped_bytes": dict(sorted(self.dropped_bytes.items())),
+                "redacted": dict(sorted(self.redacted.items()))}
 
 
 def _total(value: Any) -> int:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from datatrove.data import DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import LangIdConfig, QualityConfig
 from flm.pipelines.prepare.accounting import record_drop
@@ -26,13 +27,14 @@ OTHER_LANGUAGE = "langid/other_language"
 LOW_SCORE = "langid/low_score"
 
 
-class LanguageId(PipelineStep):
+class LanguageId(BaseFilter):
     type = "🔻 - FILTER"
     name = "🌐 language id (lid.176.ftz)"
 
-    def __init__(self, cfg: LangIdConfig, quality: QualityConfig) -> None:
-        super().__init__()
+    def __init__(self, cfg: LangIdConfig, quality: QualityConfig, exclusion_writer: DiskWriter | None = None) -> None:
+        super().__init__(exclusion_writer)
         self.cfg = cfg
+        self.allowed = set(cfg.languages)
         self.router = Router(quality)
         self._model: Any = None
 
@@ -47,17 +49,17 @@ class LanguageId(PipelineStep):
         labels, scores = self._model.predict(text[: self.cfg.max_chars].replace("\n", " "), k=1)
         return (labels[0].removeprefix(LABEL), min(float(scores[0]), 1.0)) if labels else ("", 0.0)
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        allowed = set(self.cfg.languages)
-        for doc in data:
-            with self.track_time():
-                lang, score = self.detect(doc.text)
-                doc.metadata[LANG], doc.metadata[LANG_SCORE] = lang, score
-                threshold = self.router.profile(doc).min_lang_score
-            self.stat_update(f"lang_{lang}")
-            if threshold is not None and lang not in allowed:
-                record_drop(self, doc, OTHER_LANGUAGE)
-            elif threshold is not None and score < threshold:
-                record_drop(self, doc, LOW_SCORE)
-            else:
-                yield doc
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        lang, score = self.detect(doc.text)
+        doc.metadata[LANG], doc.metadata[LANG_SCORE] = lang, score
+        self.stat_update(f"lang_{lang}")
+        threshold = self.router.profile(doc).min_lang_score
+        reason = None
+        if threshold is not None and lang not in self.allowed:
+            reason = OTHER_LANGUAGE
+        elif threshold is not None and score < threshold:
+            reason = LOW_SCORE
+        if reason is None:
+            return True
+        record_drop(self, doc, reason)
+        return False, reason

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from datatrove.data import DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import NormalizeConfig
 from flm.pipelines.prepare.accounting import record_drop
@@ -36,21 +37,19 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
     return text
 
 
-class TextNormalizer(PipelineStep):
+class TextNormalizer(BaseFilter):
     """Normalises each document's text; a document left empty is dropped (and counted)."""
 
     type = "✂️ - FORMAT"
     name = "🧹 normalize"
 
-    def __init__(self, cfg: NormalizeConfig) -> None:
-        super().__init__()
+    def __init__(self, cfg: NormalizeConfig, exclusion_writer: DiskWriter | None = None) -> None:
+        super().__init__(exclusion_writer)
         self.cfg = cfg
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            with self.track_time():
-                doc.text = normalize_text(doc.text, self.cfg)
-            if doc.text:
-                yield doc
-            else:
-                record_drop(self, doc, EMPTY)
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        doc.text = normalize_text(doc.text, self.cfg)
+        if doc.text:
+            return True
+        record_drop(self, doc, EMPTY)
+        return False, EMPTY

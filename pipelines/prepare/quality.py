@@ -2,17 +2,18 @@
 
 The chain is built from datatrove's filters (Gopher quality and repetition, C4) and ours
 (filters.py); the first filter that rejects a document drops it, counted as
-`quality/<filter>:<reason>`.
+`quality/<filter>:<reason>`. The whole chain is one datatrove filter run by `BaseFilter.run`, so its
+`exclusion_writer` (the audit trail) receives every document it drops.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, fields
 
-from datatrove.data import DocumentsPipeline
-from datatrove.pipeline.base import PipelineStep
+from datatrove.data import Document
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
+from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import ProfileConfig, QualityConfig
 from flm.pipelines.prepare.accounting import record_drop
@@ -50,27 +51,23 @@ def build_chain(profile: ProfileConfig, word_tokenizer: str = "fast") -> list[tu
     return chain
 
 
-class QualityFilters(PipelineStep):
-    type = "🔻 - FILTER"
+class QualityFilters(BaseFilter):
+    """Routes each document to its profile's chain; as a datatrove filter its drops reach `exclusion_writer`."""
+
     name = "🥇 quality (per-subset profiles)"
 
-    def __init__(self, cfg: QualityConfig) -> None:
-        super().__init__()
+    def __init__(self, cfg: QualityConfig, exclusion_writer: DiskWriter | None = None) -> None:
+        super().__init__(exclusion_writer)
         self.router = Router(cfg)
         self.chains = {name: build_chain(profile, cfg.word_tokenizer) for name, profile in cfg.profiles.items()}
 
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
-            profile = self.router.profile_name(doc)
-            self.stat_update(f"profile_{profile}")
-            with self.track_time():
-                reason = None
-                for name, step in self.chains[profile]:
-                    kept, why = get_filter_result(step.filter(doc))
-                    if not kept:
-                        reason = f"quality/{name}:{why or 'dropped'}"
-                        break
-            if reason is None:
-                yield doc
-            else:
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        profile = self.router.profile_name(doc)
+        self.stat_update(f"profile_{profile}")
+        for name, step in self.chains[profile]:
+            kept, why = get_filter_result(step.filter(doc))
+            if not kept:
+                reason = f"quality/{name}:{why or 'dropped'}"
                 record_drop(self, doc, reason)
+                return False, reason
+        return True

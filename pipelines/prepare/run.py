@@ -13,6 +13,7 @@ from flm.config import config_to_dict
 from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
 from flm.pipelines.config import PipelineConfig
+from flm.pipelines.prepare import decontam
 from flm.pipelines.prepare.accounting import Tally, collect, total
 from flm.pipelines.prepare.runner import execute
 from flm.pipelines.prepare.source_plan import DATA_REMOVED, WORK_DIR, SourcePlan, claim_work_dir, make_plan
@@ -33,6 +34,8 @@ class SourceResult:
     input_files: int
     tasks: int
     warnings: list[str] = field(default_factory=list)
+    decontamination: dict[str, Any] | None = None
+    """Which benchmark items were found in which subsets (decontamination.json), when decontam ran."""
 
     @property
     def balanced(self) -> bool:
@@ -42,7 +45,7 @@ class SourceResult:
         return {"source": self.source, **self.totals.to_dict(), "balanced": self.balanced, "shards": self.shards,
                 "clean_dir": self.clean_dir, "input_files": self.input_files, "tasks": self.tasks,
                 "subsets": {name or "(unknown)": t.to_dict() for name, t in sorted(self.subsets.items())},
-                "bad_input_examples": self.warnings}
+                "bad_input_examples": self.warnings, "decontamination": self.decontamination}
 
 
 @dataclass
@@ -95,6 +98,11 @@ def summarize(cfg: PipelineConfig, plan: SourcePlan) -> SourceResult:
                           shards=len(list(Path(plan.clean_dir).glob(f"*{SHARD_SUFFIX}"))), clean_dir=plan.clean_dir,
                           input_files=len(plan.files), tasks=plan.tasks,
                           warnings=converted_note(plan) + bad_input_examples(plan))
+    if cfg.decontam.enabled:
+        result.decontamination = decontam.report(plan.source, Path(plan.work_dir))
+        Path(plan.clean_dir).mkdir(parents=True, exist_ok=True)
+        Path(plan.clean_dir, decontam.REPORT_FILE).write_text(
+            json.dumps(result.decontamination, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     stats = {**result.to_dict(), "docs_per_shard": cfg.writer.docs_per_shard, "config": config_to_dict(cfg)}
     Path(plan.clean_dir).mkdir(parents=True, exist_ok=True)
     Path(plan.clean_dir, STATS_FILE).write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n",
@@ -112,7 +120,7 @@ def write_overall_stats(out_dir: Path) -> None:
     for data in sources.values():
         overall.merge(Tally(docs_in=data["docs_in"], bytes_in=data["bytes_in"], docs_kept=data["docs_kept"],
                             bytes_kept=data["bytes_kept"], dropped=data["dropped"],
-                            dropped_bytes=data["dropped_bytes"]))
+                            dropped_bytes=data["dropped_bytes"], redacted=data.get("redacted", {})))
     body = {**overall.to_dict(), "balanced": overall.balanced, "sources": sources}
     (out_dir / STATS_FILE).write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -131,6 +139,9 @@ def _prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
     for cfg in configs:
         plan = make_plan(cfg, Path(input_root), Path(out_root), single=len(configs) == 1)
         claim_work_dir(cfg, plan)
+        if cfg.decontam.enabled:  # once here, memory-mapped by every task
+            index, build = decontam.DecontamIndex.build(cfg.decontam)
+            index.save(Path(plan.work_dir), build)
         jobs.append((cfg, plan))
     submitted = execute(jobs, Path(out_root) / WORK_DIR / "prepare.log", progress)
     results = {}
