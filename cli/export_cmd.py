@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,9 +26,11 @@ def export(
     """Export a checkpoint to a directory that Hugging Face transformers loads (from_pretrained)."""
     from flm.train.export.huggingface import export_checkpoint
 
+    command = shlex.join(["flm", "export", str(checkpoint), "--out", str(out), "--format", format_, "--dtype", dtype,
+                          *(["--tokenizer", str(tokenizer)] if tokenizer is not None else [])])
     with progress_bars(enabled=not json_) as bars:
         summary = export_checkpoint(checkpoint, out, fmt=format_, dtype=dtype, tokenizer=tokenizer,
-                                    progress=bars)
+                                    progress=bars, command=command)
     if json_:
         emit_json(summary)
         return

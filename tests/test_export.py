@@ -105,7 +105,7 @@ def test_flm_format_computes_flms_logits(flm_export: tuple) -> None:
     model, hf, summary = flm_export
     assert type(hf).__name__ == "FLMForCausalLM"
     assert summary["format"] == "flm" and summary["params"] == sum(p.numel() for p in model.parameters())
-    assert sorted(summary["files"]) == ["config.json", "configuration_flm.py", "generation_config.json",
+    assert sorted(summary["files"]) == ["README.md", "config.json", "configuration_flm.py", "generation_config.json",
                                         "model.safetensors", "modeling_flm.py"]
     assert "tokenizer" in summary["tokenizer_note"]  # no mixture recorded, none given
     x = ids()

@@ -7,7 +7,8 @@ directory renamed at the end):
 - `config.json` and `generation_config.json` (the tokenizer's special ids; padding ids suppressed);
 - fmt "flm": `configuration_flm.py` + `modeling_flm.py` (remote_code/, loaded with trust_remote_code);
 - fmt "llama": nothing more, transformers' own LlamaForCausalLM reads it (flm.train.export.convert says what folds);
-- the tokenizer (tokenizer.json + tokenizer_config.json), when one is given or the run records it.
+- the tokenizer (tokenizer.json + tokenizer_config.json), when one is given or the run records it;
+- `README.md`, the model card (flm.train.export.model_card).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from flm.config.errors import FlmError
 from flm.config.progress import Progress
 from flm.tokenizer.meta import TokenizerError, TokenizerMeta
 from flm.train.checkpoint import META_NAME, CheckpointError, CheckpointMeta, read_meta, resolve_checkpoint
@@ -36,6 +38,7 @@ from flm.train.export.convert import (
     llama_incompatible,
     llama_tensors,
 )
+from flm.train.export.model_card import model_card
 from flm.train.growth.layout import param_shapes
 from flm.train.growth.ramp import ramping
 
@@ -49,8 +52,11 @@ MAX_SHARD_BYTES = 5 * 2**30
 
 def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama"] = "flm",
                       dtype: Literal["bf16", "fp32"] = "bf16", tokenizer: Path | None = None,
-                      progress: Progress | None = None, max_shard_bytes: int = MAX_SHARD_BYTES) -> dict[str, Any]:
+                      progress: Progress | None = None, max_shard_bytes: int = MAX_SHARD_BYTES,
+                      command: str | None = None) -> dict[str, Any]:
     """Export `checkpoint` to the new directory `out`; returns a summary (params, files, format, tokenizer, ...).
+
+    `command` (the command line that asked for it) goes into the model card's provenance.
 
     `tokenizer` is a directory written by `flm data train-tokenizer`; without it the run's own tokenizer
     (named by its token shards' manifest) is used when it can be found, else the export has none and
@@ -101,6 +107,10 @@ def export_checkpoint(checkpoint: Path, out: Path, *, fmt: Literal["flm", "llama
             files += list(REMOTE_CODE)
         if tok is not None:
             files += _write_tokenizer(tok, cfg, tmp)
+        card = model_card(meta, cfg, checkpoint, fmt=fmt, architecture=config["architectures"][0], dtype=dtype,
+                          tokenizer=tok, command=command)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        files.append("README.md")
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -188,7 +198,7 @@ def _find_tokenizer(meta: CheckpointMeta, cfg: ModelConfig,
     if given is None:
         try:
             directory = meta.tokenizer_dir()
-        except (CheckpointError, OSError) as err:
+        except (FlmError, OSError) as err:  # e.g. the run's token shards moved (no manifest.json)
             return None, f"exported without a tokenizer: {err}"
     else:
         directory = Path(given)
@@ -198,7 +208,7 @@ def _find_tokenizer(meta: CheckpointMeta, cfg: ModelConfig,
     except (TokenizerError, OSError) as err:
         problem = str(err)
     if problem is None:
-        return {"dir": directory, "meta": {"eos_id": tmeta.eos_id, "pad_id": tmeta.pad_id},
+        return {"dir": directory, "meta": {"eos_id": tmeta.eos_id, "pad_id": tmeta.pad_id}, "tokenizer_meta": tmeta,
                 "names": {i: name for name, i in tmeta.special_ids.items()}}, ""
     if given is not None:
         raise ExportError(problem)
