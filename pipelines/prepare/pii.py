@@ -2,9 +2,12 @@
 
 Each kind is a regular expression plus a check that the match is what it looks like, so that the
 look-alikes technical text is full of survive:
-- IPv4: four dot-separated numbers 0-255 that are not part of a longer dotted run (1.2.3.4.5) and
-  not a version (`v1.2.3.4`, `version 1.2.3.4`, `release 1.2.3.4`): a dotted quad elsewhere is an
-  address, even 1.2.3.4 (documented: version numbers of four parts need their word to survive).
+- IPv4: four dot-separated numbers 0-255 that are not part of a longer dotted run (1.2.3.4.5), not
+  a version or a section (`v1.2.3.4`, `version 1.2.3.4`, `Section 9.2.1.4`, `chapter`, `figure`,
+  `table`, `step`, `§`) and not a numbered heading at the start of a line ("9.2.1.4. Creating
+  tunnels"). A dotted quad elsewhere is an address, even 1.2.3.4: a four-part version number
+  survives only with its word in front (the sample's Debian handbook had 40 section numbers that
+  the bare pattern took for addresses).
 - IPv6: colon groups that `ipaddress` accepts, with at least three groups (`std::vector`, `a::b`,
   times like 12:30:45 are not addresses).
 - Phone numbers: international (`+` country code, 8-15 digits in all), Chinese mobile (1[3-9] and
@@ -33,7 +36,8 @@ from flm.pipelines.prepare.schema import SOURCE, SUBSET
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
                    r"[A-Za-z]{2,24}(?![\w-])", re.ASCII)
-IPV4 = re.compile(r"(?<![\w.])((?:v|version\s*|release\s*|ver\.?\s*)?)"
+IPV4 = re.compile(r"(?<![\w.])((?:(?:v|version|release|ver\.?|section|sect\.|chapter|figure|table|step|appendix|§)"
+                  r"\s*)?)"
                   r"((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3})(?![\w.]\w|\w)",
                   re.IGNORECASE | re.ASCII)
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])", re.ASCII)
@@ -69,6 +73,15 @@ def ipv6_valid(value: str) -> bool:
     return True
 
 
+def numbered_heading(m: re.Match[str]) -> bool:
+    """A dotted quad alone at the start of its line, then '. ' or a capitalised word: "9.2.1.4. Tunnels"."""
+    text, start, end = m.string, m.start(), m.end()
+    if text[text.rfind("\n", 0, start) + 1:start].strip():
+        return False
+    after = text[end:end + 2]
+    return after in (". ", ".\n") or (after[:1] == " " and after[1:].isupper())
+
+
 def digits(value: str) -> int:
     return sum(c.isdigit() for c in value)
 
@@ -88,7 +101,7 @@ class Redactor:
             self.rules.append(("phone", PHONE_CN_MOBILE, lambda m: ph["phone"]))
             self.rules.append(("phone", PHONE_CN_LANDLINE, lambda m: ph["phone"]))
         if cfg.ip_addresses:
-            self.rules.append(("ip", IPV4, lambda m: None if m[1] else ph["ip"]))
+            self.rules.append(("ip", IPV4, lambda m: None if m[1] or numbered_heading(m) else ph["ip"]))
             self.rules.append(("ip", IPV6, lambda m: ph["ip"] if ipv6_valid(m[0]) else None))
 
     def redact(self, text: str) -> tuple[str, dict[str, int]]:

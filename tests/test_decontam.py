@@ -1,0 +1,152 @@
+"""Benchmark decontamination: planted evaluation items found and removed, near misses kept, the report right.
+
+A small generated raw corpus (English Pile lines, Chinese WuDao records) has benchmark items planted
+inside some documents (with other case and punctuation around them) and shorter fragments of them
+in others; three evaluation files (JSONL, CSV, Parquet) go through one prepare run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from bilingual_text import chinese, english
+
+from flm.config import find_config, load_config
+from flm.pipelines.config import BenchmarkConfig, DecontamConfig, PipelineConfig
+from flm.pipelines.prepare import PrepareResult, prepare
+from flm.pipelines.prepare.decontam import DecontamError, DecontamIndex, read_items
+
+EN_ITEMS = [
+    {"qid": "q1", "question": "Which river flows through the old harbour city before it reaches the northern sea "
+                              "after passing seven bridges and two locks?", "answer": "The Elbe"},
+    {"qid": "q2", "question": "A farmer plants twelve rows of apple trees with nine trees in every row and sells "
+                              "a third of them; how many trees remain in his orchard?", "answer": "72"},
+    {"qid": "q3", "question": "Name the composer who wrote nine symphonies, lost his hearing in later life and "
+                              "still conducted the premiere of the last one in Vienna.", "answer": "Beethoven"},
+]
+ZH_ITEMS = [
+    ("z1", "春眠不觉晓处处闻啼鸟夜来风雨声花落知多少这首诗的作者是谁", "孟浩然"),
+    ("z2", "长方形的周长是三十厘米一条边长六厘米那么它的面积是多少平方厘米", "五十四"),
+]
+
+
+def pile_line(text: str, doc_id: str, subset: str = "Wikipedia (en)") -> bytes:
+    return orjson.dumps({"text": text, "id": doc_id, "meta": {"pile_set_name": subset}})
+
+
+def make_corpus(root: Path) -> dict[str, set[str]]:
+    """Raw pile/ and wudao/ with planted items; returns the ids that must be removed and kept."""
+    rng = random.Random(21)
+    lines = [pile_line(english(rng, 14), f"en{i}") for i in range(12)]
+    q1 = EN_ITEMS[0]["question"]
+    lines += [
+        pile_line(english(rng, 5) + " QUOTE: " + q1.upper().replace(",", ";") + " " + english(rng, 5), "has_q1"),
+        pile_line(english(rng, 4) + "\n" + EN_ITEMS[2]["question"] + "\n" + english(rng, 4), "has_q3", "ArXiv"),
+        pile_line(english(rng, 5) + " " + " ".join(q1.split()[:10]) + " " + english(rng, 5), "ten_words_of_q1"),
+    ]
+    (root / "pile").mkdir(parents=True)
+    (root / "pile" / "00.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b"\n".join(lines) + b"\n"))
+    records = [{"id": f"zh{i}", "dataType": "新闻", "title": f"标题{i}", "content": chinese(rng, 12)}
+               for i in range(10)]
+    z1 = ZH_ITEMS[0][1]
+    records += [
+        {"id": "has_z1", "dataType": "文学", "title": "诗", "content": chinese(rng, 4) + "春眠不觉晓，处处闻啼鸟。"
+         "夜来风雨声，花落知多少。这首诗的作者是谁？" + chinese(rng, 4)},
+        {"id": "part_of_z1", "dataType": "文学", "title": "诗", "content": chinese(rng, 4) + z1[:12] + chinese(rng, 4)},
+    ]
+    (root / "wudao").mkdir(parents=True)
+    (root / "wudao" / "part-0000.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return {"removed": {"has_q1", "has_q3", "has_z1"}, "kept_candidates": {"ten_words_of_q1", "part_of_z1"}}
+
+
+def write_benchmarks(folder: Path) -> list[BenchmarkConfig]:
+    folder.mkdir(parents=True)
+    with (folder / "trivia.jsonl").open("w", encoding="utf-8") as fh:
+        for item in EN_ITEMS:
+            fh.write(json.dumps(item) + "\n")
+    with (folder / "cmath.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "题目", "答案"])
+        writer.writerows(ZH_ITEMS)
+    rng = random.Random(5)
+    pq.write_table(pa.table({"text": [english(rng, 3) for _ in range(200)]}), folder / "other.parquet")
+    return [BenchmarkConfig(name="trivia", path=str(folder / "trivia.jsonl"), fields=["question", "answer"],
+                            id_field="qid"),
+            BenchmarkConfig(name="cmath", path=str(folder / "cmath.csv"), fields=["题目"], id_field="id",
+                            language="zh"),
+            BenchmarkConfig(path=str(folder / "other.parquet"))]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, set[str]], Path, PrepareResult]:
+    root = tmp_path_factory.mktemp("decontam")
+    planted = make_corpus(root / "raw")
+    benchmarks = write_benchmarks(root / "eval")
+    configs = []
+    for source in ("pile", "wudao"):
+        cfg = load_config(PipelineConfig, find_config(source, "pipelines"),
+                          ["executor.workers=1", "quality.enabled=false", "langid.enabled=false"])
+        cfg.decontam = DecontamConfig(enabled=True, benchmarks=benchmarks)
+        configs.append(cfg)
+    return planted, root / "clean", prepare(configs, root / "raw", root / "clean")
+
+
+def kept_ids(clean: Path, source: str) -> set[str]:
+    ids = set()
+    for path in (clean / source).glob("*.jsonl.zst"):
+        for line in zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read().splitlines():
+            ids.add(orjson.loads(line)["id"])
+    return ids
+
+
+def test_planted_items_are_removed_and_counted_per_benchmark(run) -> None:
+    planted, clean, result = run
+    pile, wudao = result.sources["pile"].totals, result.sources["wudao"].totals
+    assert pile.dropped.get("decontam/trivia") == 2
+    assert wudao.dropped.get("decontam/cmath") == 1
+    assert not any(k.startswith("decontam/other") for k in {**pile.dropped, **wudao.dropped})
+    kept = kept_ids(clean, "pile") | kept_ids(clean, "wudao")
+    assert not planted["removed"] & kept
+    assert planted["kept_candidates"] <= kept  # fragments shorter than one n-gram are not contamination
+    assert result.sources["pile"].balanced and result.sources["wudao"].balanced
+
+
+def test_report_names_items_sources_and_subsets(run) -> None:
+    _, clean, _ = run
+    report = json.loads((clean / "pile" / "decontamination.json").read_text(encoding="utf-8"))
+    trivia = report["benchmarks"]["trivia"]
+    assert report["source"] == "pile" and report["items"] == {"trivia": 3, "cmath": 2, "other": 200}
+    assert trivia["items_found"] == 2 and set(trivia["items"]) == {"q1", "q3"}
+    assert trivia["items"]["q3"]["subsets"] == {"ArXiv": 1}
+    assert trivia["docs_removed_by_subset"] == {"Wikipedia (en)": 1, "ArXiv": 1}
+    zh = json.loads((clean / "wudao" / "decontamination.json").read_text(encoding="utf-8"))
+    assert zh["benchmarks"]["cmath"]["items"]["z1"]["subsets"] == {"文学": 1}
+    stats = json.loads((clean / "stats.json").read_text(encoding="utf-8"))
+    assert stats["dropped"]["decontam/trivia"] == 2
+
+
+def test_a_missing_field_names_the_file_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "bench.jsonl"
+    path.write_text('{"question": "a b c", "answer": "d"}\n{"answer": "only an answer"}\n', encoding="utf-8")
+    with pytest.raises(DecontamError, match=r"bench\.jsonl:2: no field 'question'"):
+        list(read_items(BenchmarkConfig(path=str(path), fields=["question", "answer"])))
+    with pytest.raises(DecontamError, match="does not exist"):
+        list(read_items(BenchmarkConfig(path=str(tmp_path / "missing.csv"))))
+
+
+def test_short_items_match_whole_and_tiny_ones_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "short.jsonl"
+    items = ["one two three four five six seven eight nine", "too short"]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in items), encoding="utf-8")
+    index, stats = DecontamIndex.build(DecontamConfig(benchmarks=[BenchmarkConfig(path=str(path))]))
+    assert stats.items == {"short": 2} and stats.skipped_short == {"short": 1}
+    assert index.matches("Say: One, two, three, four, five, six, seven, eight, nine! Done.") == {0: 1}
+    assert index.matches("one two three four five six seven eight") == {}
