@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from flm.cli.plain import echo
 from flm.cli.render import console, emit_json, err_console, progress_bars
 
 
@@ -48,4 +49,6 @@ def export(
     if summary["tokenizer_note"]:
         err_console.print(f"[yellow]note:[/] {summary['tokenizer_note']}", highlight=False)
     remote = ", trust_remote_code=True" if summary["trust_remote_code"] else ""
-    console.print(f"load with: AutoModelForCausalLM.from_pretrained({str(out)!r}{remote})", highlight=False)
+    echo(f"load with: AutoModelForCausalLM.from_pretrained({str(out)!r}{remote})")
+    if summary["tokenizer"]:  # the tokenizer too: AutoTokenizer reads config.json, whose class is the shipped code
+        echo(f"           AutoTokenizer.from_pretrained({str(out)!r}{remote})")

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from flm.cli.render import console, emit_json
+from flm.cli.plain import echo
+from flm.cli.render import emit_json
 
 
 def generate(
@@ -31,4 +33,4 @@ def generate(
         emit_json({"checkpoint": str(checkpoint), "generations": [asdict(r) for r in results]})
         return
     for r in results:
-        console.print(f"[bold]{r.prompt}[/]{r.text}", highlight=False)
+        echo(f"[bold]{escape(r.prompt)}[/]{escape(r.text)}")  # whole lines, as generated

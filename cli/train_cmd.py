@@ -102,7 +102,7 @@ def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resu
     err_console.print(f"[bold green]{verb}[/] step {result.step}/{result.target_steps} "
                       f"(from {result.start_step}) in {result.seconds:.1f}s; loss {_fmt(result.loss, '.4f')}, "
                       f"val {_fmt(result.val_loss, '.4f')}, skipped {result.skipped_steps}; "
-                      f"checkpoint {result.checkpoint}", highlight=False)
+                      f"checkpoint {result.checkpoint}", highlight=False, soft_wrap=True)
 
 
 def _warn_schedule_change(info: Any) -> None:
@@ -142,11 +142,11 @@ def evaluate(
         emit_json(dataclasses.asdict(result))
         return
     perplexity = math.exp(min(result.val_loss, 50.0))
-    console.print(f"val_loss {result.val_loss:.4f} (perplexity {perplexity:.2f}) on {result.tokens:,} tokens; "
-                  f"checkpoint {result.checkpoint} (step {result.step})", highlight=False)
+    echo(f"val_loss {result.val_loss:.4f} (perplexity {perplexity:.2f}) on {result.tokens:,} tokens; "
+         f"checkpoint {escape(str(result.checkpoint))} (step {result.step})")
     for name, source in result.by_source.items():
-        console.print(f"  {name}: val_loss {source['val_loss']:.4f} (perplexity "
-                      f"{math.exp(min(source['val_loss'], 50.0)):.2f}) on {source['tokens']:,} tokens", highlight=False)
+        echo(f"  {escape(name)}: val_loss {source['val_loss']:.4f} (perplexity "
+             f"{math.exp(min(source['val_loss'], 50.0)):.2f}) on {source['tokens']:,} tokens")
 
 
 def _evaluate_propositions(checkpoint: Path, propositions: Path, micro_batch: int | None, json_: bool) -> None:
