@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flm.cli.render import console, emit_json, err_console
+from flm.cli.render import console, emit_json, err_console, fail
 from flm.config import ConfigError
 
 if TYPE_CHECKING:
@@ -205,13 +205,22 @@ def tokenize(
 
 
 def inspect(
-    tokens: Annotated[Path, typer.Argument(help="Token-shard directory (OUT of `flm data tokenize`, or one source).")],
+    tokens: Annotated[Path, typer.Argument(help="Token-shard directory (OUT of `flm data tokenize`, or one source), "
+                                           "one shard file, or with --dropped a clean folder.")],
     tokenizer: Annotated[Path | None, typer.Option(
         "--tokenizer", help="Tokenizer to decode with (default: the one the manifest names).")] = None,
     doc: Annotated[int, typer.Option("--doc", min=0, help="Index of the document to decode in each source.")] = 0,
+    dropped: Annotated[str | None, typer.Option(
+        "--dropped", help="Show documents `flm data prepare` dropped for this reason (or reason prefix, e.g. "
+                          "quality/gopher_quality; 'all' for every reason), from a clean folder prepared with "
+                          "audit.enabled=true.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Dropped documents shown at most.")] = 5,
     json_: JsonOpt = False,
 ) -> None:
-    """Summarize token shards per source and decode a sample document back to text."""
+    """Summarize token shards per source and decode a sample document back to text; or show dropped documents."""
+    if dropped is not None:
+        _inspect_dropped(tokens, "" if dropped == "all" else dropped, limit, json_)
+        return
     from flm.pipelines.token_inspect import inspect_tokens
 
     report = inspect_tokens(tokens, tokenizer, sample_doc=doc)
@@ -234,3 +243,31 @@ def inspect(
             console.print(s.sample_text, markup=False, highlight=False)
     if report.note:
         err_console.print(f"[yellow]note:[/] {report.note}", highlight=False)
+
+
+def _inspect_dropped(folder: Path, reason: str, limit: int, json_: bool) -> None:
+    from itertools import islice
+
+    from flm.pipelines.prepare.audit import iter_dropped, matches_reason, reason_counts
+
+    try:
+        counts = reason_counts(folder)
+        examples = list(islice(iter_dropped(folder, reason), limit))
+    except FileNotFoundError as err:
+        fail(str(err))
+    matching = {k: v for k, v in counts.items() if matches_reason(k, reason)}
+    if json_:
+        emit_json({"folder": str(folder), "reason": reason or "all", "written_per_reason": counts,
+                   "matching": matching, "examples": examples})
+        return
+    if not matching:
+        fail(f"{folder}: no dropped document with reason {reason!r}; reasons written: {', '.join(counts) or 'none'}")
+    table = Table("reason", "written", title=f"dropped documents in {folder}")
+    for name, n in matching.items():
+        table.add_row(name, f"{n:,}")
+    console.print(table)
+    for item in examples:
+        console.print(f"[bold]{item['source']}/{item['subset'] or '-'}[/] {item['id']}  [yellow]{item['reason']}[/]",
+                      highlight=False)
+        console.print(item["text"][:600], markup=False, highlight=False)
+        console.print()

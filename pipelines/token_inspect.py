@@ -1,4 +1,4 @@
-"""`flm data inspect`: what a token-shard directory holds, per source, and a document decoded back to text."""
+"""`flm data inspect`: what a token-shard directory (or one shard file) holds, per source, and a document decoded."""
 
 from __future__ import annotations
 
@@ -79,9 +79,68 @@ def _tokenizer_for(shards: TokenShards, explicit: Path | None) -> tuple[Tokenize
     return tokenizer, ""
 
 
+def _decode_sample(report: SourceReport, shards: TokenShards, doc: int, explicit: Path | None, max_chars: int,
+                   notes: set[str]) -> str | None:
+    """Fill the report's sample from global document `doc`; returns the tokenizer folder used, if any."""
+    ids = shards.document(doc)
+    report.sample_doc, report.sample_id = doc, shards.doc_id(doc)
+    report.sample_ids = [int(i) for i in ids[:32]]
+    tokenizer, why = _tokenizer_for(shards, explicit)
+    if tokenizer is None:
+        notes.add(why)
+        return None
+    body = ids[:-1] if len(ids) and int(ids[-1]) == shards.eos_id else ids
+    # a token is at least one byte and a character at most four: enough for max_chars
+    report.sample_text = tokenizer.decode(body[:4 * max_chars].tolist())[:max_chars]
+    return str(tokenizer.directory)
+
+
+def inspect_shard(path: Path, tokenizer_dir: Path | str | None = None, sample_doc: int = 0,
+                  max_chars: int = 600) -> InspectReport:
+    """One shard file (`part-00000.arrow`): its documents, tokens and subsets, and one of its documents decoded.
+
+    The shard is read through the manifest beside it, which says its tokenizer and where its rows sit.
+    """
+    path = Path(path)
+    if not (path.parent / MANIFEST_NAME).exists():
+        raise TokenShardError(f"{path}: no {MANIFEST_NAME} beside it; `flm data inspect` reads a shard through "
+                              "the manifest of its folder (the output of `flm data tokenize`)")
+    shards = TokenShards(path.parent)
+    first = 0
+    for info in shards.manifest.shards:
+        if info.name == path.name:
+            break
+        first += info.rows
+    else:
+        raise TokenShardError(f"{path}: not listed in {path.parent / MANIFEST_NAME} (an unfinished or foreign file?)")
+    subsets: dict[str, dict[str, int]] = {}
+    names = shards.subsets()[first:first + info.rows]
+    lengths = shards.doc_lengths[first:first + info.rows]
+    for name, length in zip(names.tolist(), lengths.tolist(), strict=True):
+        entry = subsets.setdefault(name, {"documents": 0, "tokens": 0})
+        entry["documents"] += 1
+        entry["tokens"] += int(length)
+    report = SourceReport(path=str(path), shards=1, documents=info.rows, tokens=info.tokens,
+                          avg_tokens=round(info.tokens / info.rows, 2) if info.rows else 0.0,
+                          vocab_size=shards.vocab_size, tokenizer_hash=shards.manifest.tokenizer_hash,
+                          subsets=subsets)
+    notes: set[str] = set()
+    used = None
+    if info.rows:
+        explicit = Path(tokenizer_dir) if tokenizer_dir is not None else None
+        used = _decode_sample(report, shards, first + min(sample_doc, info.rows - 1), explicit, max_chars, notes)
+    return InspectReport(directory=str(path), tokenizer_dir=used, sources={path.parent.name: report},
+                         note="; ".join(sorted(notes)))
+
+
 def inspect_tokens(directory: Path | str, tokenizer_dir: Path | str | None = None, sample_doc: int = 0,
                    max_chars: int = 600) -> InspectReport:
-    """Per-source documents, tokens and average length; document `sample_doc` of each source decoded."""
+    """Per-source documents, tokens and average length; document `sample_doc` of each source decoded.
+
+    `directory` may also be one shard file (see `inspect_shard`).
+    """
+    if Path(directory).is_file():
+        return inspect_shard(Path(directory), tokenizer_dir, sample_doc, max_chars)
     explicit = Path(tokenizer_dir) if tokenizer_dir is not None else None
     sources: dict[str, SourceReport] = {}
     notes: set[str] = set()
@@ -98,18 +157,8 @@ def inspect_tokens(directory: Path | str, tokenizer_dir: Path | str | None = Non
             vocab_size=shards.vocab_size, tokenizer_hash=shards.manifest.tokenizer_hash,
             subsets=extra.get("subsets", {}), skipped=extra.get("skipped", {}))
         if shards.num_docs:
-            doc = min(sample_doc, shards.num_docs - 1)
-            ids = shards.document(doc)
-            report.sample_doc, report.sample_id = doc, shards.doc_id(doc)
-            report.sample_ids = [int(i) for i in ids[:32]]
-            tokenizer, why = _tokenizer_for(shards, explicit)
-            if tokenizer is None:
-                notes.add(why)
-            else:
-                body = ids[:-1] if len(ids) and int(ids[-1]) == shards.eos_id else ids
-                # a token is at least one byte and a character at most four: enough for max_chars
-                report.sample_text = tokenizer.decode(body[:4 * max_chars].tolist())[:max_chars]
-                used_tokenizer = str(tokenizer.directory)
+            used = _decode_sample(report, shards, min(sample_doc, shards.num_docs - 1), explicit, max_chars, notes)
+            used_tokenizer = used or used_tokenizer
         sources[name] = report
     return InspectReport(directory=str(directory), tokenizer_dir=used_tokenizer, sources=sources,
                          note="; ".join(sorted(notes)))

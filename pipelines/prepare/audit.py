@@ -37,7 +37,7 @@ def sampled(doc_id: str, reason: str, cfg: AuditConfig) -> bool:
     """Whether this drop is among the `cfg.sample` share written (the same answer in every run)."""
     if cfg.sample >= 1.0:
         return True
-    return xxhash.xxh64_intdigest(f"{reason}\0{doc_id}", seed=cfg.seed) < cfg.sample * 2**64
+    return xxhash.xxh64_intdigest(f"{reason}\0{doc_id}".encode(), seed=cfg.seed) < cfg.sample * 2**64
 
 
 class AuditWriter(JsonlWriter):
@@ -80,9 +80,16 @@ def iter_dropped(folder: Path, reason: str = "") -> Iterator[dict[str, Any]]:
                 if not line.strip():
                     continue
                 item = orjson.loads(line)
-                if not reason or item["reason"] == reason or item["reason"].startswith(reason.rstrip("/:") + "/") \
-                        or item["reason"].startswith(reason.rstrip("/:") + ":"):
+                if matches_reason(item["reason"], reason):
                     yield item
+
+
+def matches_reason(reason: str, wanted: str) -> bool:
+    """`wanted` is empty, the reason itself, or a leading part of it ending at a / or : boundary."""
+    if not wanted or reason == wanted:
+        return True
+    stem = wanted.rstrip("/:")
+    return reason.startswith((stem + "/", stem + ":"))
 
 
 def reason_counts(folder: Path) -> dict[str, int]:
