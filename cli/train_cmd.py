@@ -146,7 +146,12 @@ def evaluate(
          f"checkpoint {escape(str(result.checkpoint))} (step {result.step})")
     for name, source in result.by_source.items():
         echo(f"  {escape(name)}: val_loss {source['val_loss']:.4f} (perplexity "
-             f"{math.exp(min(source['val_loss'], 50.0)):.2f}) on {source['tokens']:,} tokens")
+             f"{math.exp(min(source['val_loss'], 50.0)):.2f}) on {source['tokens']:,} tokens of its "
+             f"{source['held_out_tokens']:,} held out; {source['blend_tokens']:,} of the blend's tokens")
+    if result.by_source:
+        echo(f"  (the blend takes each source by its mixture weight, so a small held-out split repeats in it and a "
+             f"large one is read in part; every figure counts whole micro-batches of {result.micro_batch_tokens:,} "
+             "tokens, so the sources' own counts need not add up to the blend's)")
 
 
 def _evaluate_propositions(checkpoint: Path, propositions: Path, micro_batch: int | None, json_: bool) -> None:

@@ -242,8 +242,14 @@ def test_eval_by_source(mixture_dict: dict, sample_dir: Path, tmp_path: Path) ->
     losses = {name: source["val_loss"] for name, source in report["by_source"].items()}
     assert set(losses) == {"pile", "wudao"} and losses["pile"] != losses["wudao"]
     assert min(losses.values()) - 1e-6 <= report["val_loss"] <= max(losses.values()) + 1e-6
+    sources = report["by_source"].values()
+    # the blend's tokens are the sources' shares of it (by weight), which need not be what each reads alone
+    assert sum(s["blend_tokens"] for s in sources) == report["tokens"]
+    assert all(0 < s["tokens"] <= s["held_out_tokens"] for s in sources)
+    assert report["micro_batch_tokens"] > 0 and report["tokens"] % report["micro_batch_tokens"] == 0
     table = runner.invoke(app, ["eval", "--checkpoint", checkpoint, "--by-source", "--batches", "2"])
     assert table.exit_code == 0 and "wudao: val_loss" in table.stdout
+    assert "of the blend's tokens" in table.stdout and "need not add up to the blend's" in table.stdout
 
 
 def test_cli_errors_are_clear(tmp_path: Path) -> None:

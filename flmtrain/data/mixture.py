@@ -146,11 +146,25 @@ class Mixture:
                     f"(tokenizer {a.tokenizer_hash[:12]} vocab {a.vocab_size} eos {a.eos_id} vs "
                     f"{b.tokenizer_hash[:12]} vocab {b.vocab_size} eos {b.eos_id}); re-tokenize one of them")
 
+    def _held_out_sources(self) -> list[tuple[_Source, list[_Part]]]:
+        """The sources with held-out documents, and those parts of each, in the validation blend's order."""
+        kept = [(s, [p for p in s.parts if p.valid is not None]) for s in self.sources]
+        return [(s, parts) for s, parts in kept if parts]
+
+    def valid_composition(self, samples: int) -> dict[str, dict[str, int]]:
+        """{source: {"samples": its share of the first `samples` validation samples, "held_out_tokens": its
+        held-out split's size}}: how the blend draws on each source (by weight, a small split repeating)."""
+        kept = self._held_out_sources()
+        if self.valid_samples is None or not kept:
+            return {}
+        counts = self.valid_samples.sources.counts(samples)
+        return {s.config.name: {"samples": int(n), "held_out_tokens": sum(p.valid.tokens_per_epoch for p in parts)}
+                for (s, parts), n in zip(kept, counts, strict=True)}
+
     def _valid_samples(self, shard_set: ShardSet) -> Samples | None:
         """The held-out streams blended by the same weights: as many samples as the held-out tokens fill,
         in one fixed order; a stream with little held-out text wraps around (repeats) within them."""
-        kept = [(s, [p for p in s.parts if p.valid is not None]) for s in self.sources]
-        kept = [(s, parts) for s, parts in kept if parts]
+        kept = self._held_out_sources()
         held_out_tokens = sum(p.valid.tokens_per_epoch for _, parts in kept for p in parts)
         length = held_out_tokens // self.seq_len
         if not kept or length == 0:

@@ -52,7 +52,20 @@ class EvalResult:
     tokens: int
     seconds: float
     by_source: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per mixture source (e.g. pile, wudao): its own held-out split's val_loss and tokens, when asked for."""
+    """Per mixture source (e.g. pile, wudao), when asked for: val_loss and tokens of its own held-out split
+    evaluated alone; held_out_tokens, that split's size; blend_tokens, how many of the blended figure's tokens
+    came from it (by the mixture's weight, so a small split repeats and a large one is only partly read)."""
+    micro_batch_tokens: int = 0
+    """Tokens per micro-batch: every figure counts whole micro-batches, dropping a split's remainder."""
+
+
+def evaluated_samples(mixture: Any, micro_batch: int, max_batches: int | None) -> int:
+    """How many leading validation samples `validation_loss` reads (whole micro-batches, on every rank)."""
+    dp_rank, dp_size = data_parallel()
+    per_rank = len(mixture.valid_loader(micro_batch, dp_rank=dp_rank, dp_size=dp_size))
+    if max_batches is not None:
+        per_rank = min(per_rank, max(1, math.ceil(max_batches / dp_size)))
+    return per_rank * micro_batch * dp_size
 
 
 def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *, micro_batch: int | None = None,
@@ -81,9 +94,15 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
         micro = micro_batch or stage.train.micro_batch
         loss, tokens = validation_loss(engine, mixture, micro, max_batches)
         sources = {}
+        blend = mixture.valid_composition(evaluated_samples(mixture, micro, max_batches)) if by_source else {}
+        drawn = sum(part["samples"] for part in blend.values())
         for source in mixture_cfg.sources if by_source else []:
             alone = open_mixture(replace(mixture_cfg, sources=[replace(source, weight=1.0)]), stage.model.seq_len)
             source_loss, source_tokens = validation_loss(engine, alone, micro, max_batches)
-            sources[source.name] = {"val_loss": source_loss, "tokens": source_tokens}
+            part = blend.get(source.name, {"samples": 0, "held_out_tokens": 0})
+            sources[source.name] = {"val_loss": source_loss, "tokens": source_tokens,
+                                    "held_out_tokens": part["held_out_tokens"],
+                                    "blend_tokens": round(tokens * part["samples"] / drawn) if drawn else 0}
     return EvalResult(checkpoint=str(path), step=meta.step, val_loss=loss, tokens=tokens,
-                      seconds=time.perf_counter() - start, by_source=sources)
+                      seconds=time.perf_counter() - start, by_source=sources,
+                      micro_batch_tokens=micro * mixture.seq_len)
