@@ -95,6 +95,8 @@ def render_summary(summary: dict[str, Any]) -> None:
                  if g.get("params_before") else "")
         table.add_row("growth continuity", f"{sizes}val loss {g['val_loss_before']:.4f} -> {g['val_loss_after']:.4f} "
                                            f"({g['relative_change'] * 100:.3f}% change, the same {held_out})")
+    for run, accuracy in (summary.get("teacher_accuracy") or {}).items():
+        table.add_row(f"teacher ({run})", f"held-out propositions judged right: {accuracy:.1%}")
     model = summary.get("generation_model") or {}
     if summary.get("generations") and model.get("params"):
         table.add_row("generate", f"[dim]from a {human(model['params'])}-parameter model that has read "

@@ -31,8 +31,8 @@ class RecipeError(FlmError):
     """A recipe's stage cannot run: its input is missing (the message names the path)."""
 
 
-STAGES = ("raw", "prepare", "tokenizer", "tokenize", "mixture", "train", "grow", "train_grown", "evaluate",
-          "generate", "report")
+STAGES = ("raw", "prepare", "tokenizer", "tokenize", "propositions", "mixture", "train", "grow", "train_grown",
+          "evaluate", "generate", "report")
 RESULTS_DIR = ".recipe"
 
 
@@ -79,12 +79,27 @@ class TrainRecipe:
 
 
 @dataclass
+class TeacherRecipe:
+    """FreeLM's teacher signal: propositions interleaved with the language steps (off by default)."""
+
+    enabled: bool = False
+    mapping: Path | None = None
+    """A `flm data propositions` mapping YAML; None: the bundled bilingual set (data/sample/propositions)."""
+    every: int = 4
+    """Every k-th step is a teacher step; the runs get steps / (k - 1) more steps, so the language data is the
+    same as without the teacher signal."""
+    batch: int = 32
+    micro_batch: int = 32
+
+
+@dataclass
 class Recipe:
     name: str = "quickstart"
     data: DataRecipe = field(default_factory=DataRecipe)
     tokenizer: TokenizerRecipe = field(default_factory=TokenizerRecipe)
     mixture: MixRecipe = field(default_factory=MixRecipe)
     train: TrainRecipe = field(default_factory=TrainRecipe)
+    teacher: TeacherRecipe = field(default_factory=TeacherRecipe)
     prompts: list[str] = field(default_factory=lambda: ["The Debian package manager", "中文"])
     max_new_tokens: int = 40
 
@@ -120,6 +135,7 @@ class RecipeRun:
     tokenizer_dir = property(lambda self: self.out / "tokenizer")
     tokens = property(lambda self: self.out / "tokens")
     mixture_path = property(lambda self: self.out / "mixture.yaml")
+    propositions = property(lambda self: self.out / "propositions")
     runs = property(lambda self: self.out / "runs")
 
     def run(self, stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
@@ -190,6 +206,22 @@ class RecipeRun:
         return tokenize_corpus(self.clean, self.tokens, self.tokenizer_dir, workers=self.recipe.data.workers,
                                command=f"flm run {self.recipe.name}", progress=self.progress)
 
+    def stage_propositions(self) -> dict[str, Any]:
+        """Task data as proposition shards (OUT/propositions/train and valid) when the teacher signal is on."""
+        teacher = self.recipe.teacher
+        if not teacher.enabled:
+            return {"enabled": False}
+        from flm.pipelines.propositions import build_propositions
+
+        mapping = teacher.mapping or sample_dir() / "propositions" / "mapping.yaml"
+        return {"enabled": True, **plain(build_propositions(mapping, self.tokenizer_dir, self.propositions,
+                                                            progress=self.progress))}
+
+    def _steps(self, language_steps: int) -> int:
+        """Optimizer steps that hold `language_steps` language steps (teacher steps come on top)."""
+        teacher = self.recipe.teacher
+        return language_steps + language_steps // (teacher.every - 1) if teacher.enabled else language_steps
+
     def stage_mixture(self) -> dict[str, Any]:
         mix = self.recipe.mixture
         mixture = {"seed": mix.seed, "valid_fraction": mix.valid_fraction,
@@ -197,6 +229,10 @@ class RecipeRun:
                                for name, weight in mix.weights.items()]}
         if mix.seq_len is not None:
             mixture["seq_len"] = mix.seq_len
+        teacher = self.recipe.teacher
+        if teacher.enabled:
+            mixture["teacher"] = {"every": teacher.every, "batch": teacher.batch, "micro_batch": teacher.micro_batch,
+                                  "sources": [{"name": "tasks", "path": str((self.propositions / "train").resolve())}]}
         self.mixture_path.write_text(yaml.safe_dump(mixture, sort_keys=False, allow_unicode=True), encoding="utf-8")
         return {"path": str(self.mixture_path), **mixture}
 
@@ -214,7 +250,7 @@ class RecipeRun:
         from flm.train.trainer.loop import train
 
         t = self.recipe.train
-        return train(self._stage(t.stage), self._mixture_cfg(), self.runs / t.stage, steps=t.steps,
+        return train(self._stage(t.stage), self._mixture_cfg(), self.runs / t.stage, steps=self._steps(t.steps),
                      progress=self.progress, on_step=self.on_step)
 
     def stage_grow(self) -> dict[str, Any]:
@@ -244,7 +280,7 @@ class RecipeRun:
         run_dir = self.runs / t.grow_to
         resume = "latest" if (run_dir / "checkpoints").exists() or grown is None else str(grown)
         stage = self._stage(t.grow_to)
-        return train(stage, self._mixture_cfg(), run_dir, steps=t.steps + t.grown_steps, resume=resume,
+        return train(stage, self._mixture_cfg(), run_dir, steps=self._steps(t.steps + t.grown_steps), resume=resume,
                      progress=self.progress, on_step=self.on_step)
 
     def stage_evaluate(self) -> dict[str, Any]:
@@ -257,6 +293,11 @@ class RecipeRun:
             ckpt = latest_checkpoint(self.runs / run / "checkpoints")
             if ckpt is not None:
                 results[run] = evaluate_checkpoint(ckpt, max_batches=t.eval_batches)
+                if self.recipe.teacher.enabled and (self.propositions / "valid" / "manifest.json").exists():
+                    from flm.train.teacher.evaluate import evaluate_propositions
+
+                    judged = evaluate_propositions(ckpt, self.propositions / "valid")
+                    results.setdefault("teacher", {})[run] = {"accuracy": judged.accuracy, "tasks": judged.tasks}
         return results
 
     def stage_generate(self) -> dict[str, Any]:
@@ -314,7 +355,10 @@ class RecipeRun:
             out["growth"] = {k: r["grow"][k] for k in ("val_loss_before", "val_loss_after", "relative_change")}
             out["growth"].update({k: r["grow"]["record"].get(k) for k in ("params_before", "params_after")})
         if "evaluate" in r:
-            out["val_loss"] = {k: v.get("val_loss") for k, v in r["evaluate"].items() if isinstance(v, dict)}
+            out["val_loss"] = {k: v.get("val_loss") for k, v in r["evaluate"].items()
+                               if isinstance(v, dict) and k != "teacher"}
+            if "teacher" in r["evaluate"]:
+                out["teacher_accuracy"] = {k: v["accuracy"] for k, v in r["evaluate"]["teacher"].items()}
         if "generate" in r:
             out["generations"] = r["generate"]["generations"]
             out["generation_model"] = {k: r["generate"].get(k) for k in ("params", "tokens_seen")}
@@ -330,7 +374,7 @@ def load_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return load_config(Recipe, find_config(name, "recipes"), list(overrides))
 
 
-OUTPUTS = ("raw", "clean", "tokenizer", "tokens", "mixture.yaml", "runs", "loss.png", RESULTS_DIR)
+OUTPUTS = ("raw", "clean", "tokenizer", "tokens", "propositions", "mixture.yaml", "runs", "loss.png", RESULTS_DIR)
 """Everything a recipe writes into its output folder; --fresh removes these and nothing else."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from flm.train.checkpoint import CheckpointMeta
 from flm.train.config import ModelConfig
 from flm.train.model.size import param_count
+from flm.train.teacher.card import teacher_card
 
 METRICS_NAME = "metrics.jsonl"  # flm.train.trainer.metrics.METRICS_NAME; not imported: it pulls in the trainer
 
@@ -115,6 +116,7 @@ def model_card(meta: CheckpointMeta, cfg: ModelConfig, checkpoint: Path, *, fmt:
         "### Growth history", "", *_growth(list(meta.growth_history)), "",
         "### Final losses", "", *(loss_lines or ["Not recorded: the run's metrics.jsonl was not found beside "
                                                  "the checkpoint."]), "",
+        *teacher_card(meta.mixture),
         "## Tokenizer", "", *_tokenizer(tokenizer, meta), "",
         "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
         f'model = AutoModelForCausalLM.from_pretrained("PATH"{remote})',

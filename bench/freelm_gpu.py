@@ -1,0 +1,145 @@
+"""GPU check of the teacher signal (FreeLM) on the megatron engine: teacher steps interleaved with language steps
+train, resume exactly and evaluate, on one GPU and, with two or more, under TP=2 (sequence parallel) and PP=2.
+
+Data is generated (no tokenizer, no download): counting token shards (next token = token + 1 mod 64) and
+propositions about counting (a run of counting is true; the same run with two neighbours swapped is false).
+Each layout trains `--steps` steps with a teacher step every 3rd, straight and as half + resume; the check
+passes when every teacher step logged a finite teacher_loss, the resumed run's losses equal the straight run's
+within `--tolerance`, the last teacher accuracies beat chance, and `flm eval --propositions` reads the checkpoint.
+
+    python bench/freelm_gpu.py --out bench/results/freelm-gpu-<device>-<date>.json
+
+Prints one JSON line (per layout: teacher losses, accuracy, resume difference, eval accuracy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flm.pipelines.propositions.shards import KIND, write_shard
+from flm.pipelines.token_shards import Manifest, documents_to_batch
+from flm.pipelines.token_shards import write_shard as write_token_shard
+
+REPO = Path(__file__).resolve().parents[1]
+EOS, JUDGE, FALSE, TRUE, VOCAB = 64, 65, 66, 67, 68
+
+
+def make_data(work: Path) -> tuple[Path, Path]:
+    """(mixture YAML with a teacher source, held-out proposition shards)."""
+    rng = np.random.default_rng(0)
+    lang = work / "lang"
+    lang.mkdir(parents=True, exist_ok=True)
+    docs = [np.append((rng.integers(0, 64) + np.arange(rng.integers(20, 400))) % 64, EOS).astype(np.uint32)
+            for _ in range(3000)]
+    info = write_token_shard(lang / "part-00000.arrow", [documents_to_batch(
+        docs, [str(i) for i in range(len(docs))], ["count"] * len(docs), [""] * len(docs))])
+    Manifest(tokenizer_hash="counting-v1", vocab_size=VOCAB, eos_id=EOS, shards=[info]).save(lang)
+    for split, n in (("train", 4000), ("valid", 200)):
+        tokens, labels, groups = [], [], []
+        for i in range(n):
+            run = (rng.integers(0, 64) + np.arange(rng.integers(6, 30))) % 64
+            broken = run.copy()
+            j = rng.integers(1, len(run) - 1)
+            broken[[j, j + 1]] = broken[[j + 1, j]]
+            for ids, label in ((run, 1), (broken, 0)):
+                tokens.append(np.append(ids, JUDGE).astype(np.uint32))
+                labels.append(label)
+                groups.append(f"count:{split}-{i}")
+        folder = work / split
+        folder.mkdir(exist_ok=True)
+        shard = write_shard(folder / "propositions-00000.arrow", tokens, labels, ["count"] * len(labels), groups,
+                            ["en"] * len(labels))
+        Manifest(tokenizer_hash="counting-v1", vocab_size=VOCAB, eos_id=EOS, shards=[shard],
+                 extra={"kind": KIND, "token_ids": {"judge": JUDGE, "false": FALSE, "true": TRUE}}).save(folder)
+    mixture = work / "mixture.yaml"
+    mixture.write_text(json.dumps({
+        "seq_len": 128, "seed": 1, "valid_fraction": 0.02, "cache_dir": str(work / "cache"),
+        "sources": [{"name": "count", "path": str(lang)}],
+        "teacher": {"every": 3, "batch": 64, "micro_batch": 16,
+                    "sources": [{"name": "count", "path": str(work / "train")}]},
+    }), encoding="utf-8")
+    return mixture, work / "valid"
+
+
+def flm(args: list[str], nproc: int) -> dict:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
+        if nproc > 1 else [sys.executable]
+    done = subprocess.run([*launch, "-m", "flm.cli.main", *args, "--json"], cwd=REPO, capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"flm {shlex.join(args)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def check_layout(work: Path, mixture: Path, valid: Path, name: str, nproc: int, sets: list[str], steps: int,
+                 tolerance: float) -> dict:
+    common = ["train", "--stage", "tiny", "--mixture", str(mixture), "--set", "train.device=cuda",
+              "--set", "train.global_batch=32", "--set", "train.micro_batch=8", "--set", "train.eval_every=0",
+              "--set", "train.save_every=0", "--set", "train.precision=bf16",
+              *[a for s in sets for a in ("--set", s)]]
+    straight, resumed = work / name / "straight", work / name / "resumed"
+    started = time.perf_counter()
+    done = flm([*common, "--run-dir", str(straight), "--steps", str(steps)], nproc)
+    flm([*common, "--run-dir", str(resumed), "--steps", str(steps // 2)], nproc)
+    flm([*common, "--run-dir", str(resumed), "--steps", str(steps)], nproc)
+    a, b = metrics(straight), metrics(resumed)
+    teacher = [r for r in a if r.get("signal") == "teacher"]
+    diffs = [abs((x.get(k) or 0) - (y.get(k) or 0)) for x, y in zip(a, b, strict=True)
+             for k in ("loss", "teacher_loss")]
+    evaluated = flm(["eval", "--checkpoint", done["checkpoint"], "--propositions", str(valid)], 1)
+    last = teacher[-5:]
+    return {
+        "layout": name, "gpus": nproc, "sets": sets, "steps": done["step"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "teacher_steps": len(teacher),
+        "teacher_loss_first_last": [teacher[0]["teacher_loss"], teacher[-1]["teacher_loss"]],
+        "teacher_acc_last5": sum(r["teacher_acc"] for r in last) / len(last),
+        "all_finite": all(r["teacher_loss"] is not None for r in teacher),
+        "resume_max_diff": max(diffs), "eval_accuracy": evaluated["accuracy"],
+        "eval_choice_accuracy": evaluated["tasks"]["count"].get("choice_accuracy"),
+        "ok": bool(all(r["teacher_loss"] is not None for r in teacher) and max(diffs) <= tolerance
+                   and sum(r["teacher_acc"] for r in last) / len(last) > 0.5),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=REPO / "work" / "bench-freelm-gpu")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--tolerance", type=float, default=1e-2, help="resume vs straight (bf16 on GPU)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this check is for the GPU engine (tests/test_freelm.py covers the CPU one)")
+    work = args.work.resolve()
+    mixture, valid = make_data(work)
+    gpus = torch.cuda.device_count()
+    layouts = [("1gpu", 1, [])]
+    if gpus >= 2:
+        layouts += [("tp2-sp", 2, ["parallel.tp=2", "parallel.sequence_parallel=true"]),
+                    ("pp2", 2, ["parallel.pp=2"]), ("dp2", 2, ["parallel.dp=2"])]
+    results = [check_layout(work, mixture, valid, name, n, sets, args.steps, args.tolerance)
+               for name, n, sets in layouts]
+    out = {"bench": "freelm_gpu", "device": torch.cuda.get_device_name(0), "gpus": gpus, "layouts": results,
+           "ok": all(r["ok"] for r in results), "command": shlex.join(["python", "bench/freelm_gpu.py", *sys.argv[1:]])}
+    print(json.dumps(out))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
