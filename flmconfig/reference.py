@@ -122,8 +122,10 @@ def field_reference(cls: type, prefix: str = "") -> list[SectionDoc]:
         if not f.init:
             continue
         key = f"{prefix}.{f.name}" if prefix else f.name
-        fields.append(FieldDoc(key, type_name(hints[f.name]), _default(f), docs.get(f.name, "")))
-        children.extend(_nested(hints[f.name], key))
+        nested = _nested(hints[f.name], key)
+        doc = docs.get(f.name) or (class_doc(nested[0][1]) if nested else "")  # a section: its class's docstring
+        fields.append(FieldDoc(key, type_name(hints[f.name]), _default(f), doc))
+        children.extend(nested)
     sections = [SectionDoc(prefix, class_doc(cls), tuple(fields))]
     for key, child in children:
         sections.extend(field_reference(child, key))

@@ -16,9 +16,13 @@ class MupConfig:
     """μP (arXiv 2304.06875): multipliers and per-group LR derived from width / base_width."""
 
     enabled: bool = False
+    """μP on: width-dependent multipliers, init and per-group LRs (else standard parametrisation)."""
     base_width: int = 256
+    """The hidden size the hyperparameters were tuned at; width_mult = hidden / base_width."""
     input_mult: float = 1.0
+    """Multiplier on the input embeddings' output."""
     output_mult: float = 2.0
+    """Multiplier on the output logits (divided by width_mult under μP)."""
 
     def validate(self) -> None:
         if self.base_width <= 0:
@@ -48,26 +52,43 @@ class KernelConfig:
 @dataclass
 class ModelConfig:
     layers: int = 2
+    """Transformer blocks."""
     hidden: int = 64
+    """Model width (hidden size); must divide by `heads`."""
     heads: int = 4
+    """Attention heads; head size = hidden / heads."""
     kv_heads: int | None = None
     """Key/value heads for grouped-query attention; None means as many as `heads`."""
     ffn_hidden: int | None = None
     """FFN width; None means 4 x hidden (FLM-101B's n_inner)."""
     vocab_size: int = 100256
+    """Token ids; replaced at train time by the token shards' vocabulary when it differs."""
     vocab_pad_multiple: int = 128
+    """The embedding is padded to a multiple of this (the same under every TP size; a multiple of tp)."""
     seq_len: int = 2048
+    """Tokens per sample; a mixture's own seq_len wins."""
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    """LayerNorm (FLM-101B) or RMSNorm (Tele-FLM, Llama)."""
     norm_eps: float = 1e-5
+    """Epsilon of the norms."""
     activation: Literal["gelu_tanh", "swiglu"] = "gelu_tanh"
+    """FFN activation: GeLU with the tanh approximation (FLM-101B) or SwiGLU (gated; Tele-FLM, Llama)."""
     bias: bool = True
+    """Biases in the linear layers and norms."""
     tie_embeddings: bool = True
+    """The output layer shares the input embedding's weights."""
     position: Literal["xpos", "rope", "none"] = "xpos"
+    """Positions: xPos (rotary with decay, FLM-101B), plain rotary (RoPE), or none."""
     rotary_base: float = 10000.0
+    """Rotary frequency base (theta) of xPos and RoPE."""
     xpos_scale_base: float = 512.0
+    """xPos's decay scale base."""
     scale_attn_by_inverse_layer_idx: bool = True
+    """Attention scores of layer i scaled by 1/i (GPT-2's option, FLM-101B's config)."""
     dropout: float = 0.1
+    """Dropout probability of attention and hidden states, in [0, 1)."""
     init_std: float = 0.02
+    """Init std of embeddings and (divided by sqrt(width_mult) under μP) hidden matrices."""
     mup: MupConfig = field(default_factory=MupConfig)
     kernels: KernelConfig = field(default_factory=KernelConfig)
     precision: Literal["default", "fp8"] = "default"
@@ -111,16 +132,25 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     lr: float = 3e-4
+    """Peak learning rate (AdamW), reached after warmup."""
     min_lr: float = 3e-5
+    """The LR at the end of the decay."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup: cosine or linear down to min_lr, or constant at lr."""
     warmup_steps: int = 100
+    """Steps of linear warmup from 0 to lr."""
     decay_steps: int | None = None
     """Steps over which the LR decays to min_lr; None means the run's total steps."""
     weight_decay: float = 0.1
+    """AdamW's decoupled weight decay."""
     beta1: float = 0.9
+    """AdamW's first-moment decay."""
     beta2: float = 0.95
+    """AdamW's second-moment decay."""
     eps: float = 1e-8
+    """AdamW's epsilon."""
     clip_grad: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
     fused: bool = True
     """torch's fused AdamW kernel on GPU (one pass over the state instead of ~10 foreach passes), and
     multi-tensor kernels for megatron's grad norm and clipping (flm.train.model.apex_kernels); without apex or
@@ -144,16 +174,25 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     steps: int = 1000
+    """Optimizer steps the run trains to in all (`flm train --steps` overrides it)."""
     global_batch: int = 8
     """Sequences per optimizer step (gradient accumulation fills it from micro-batches)."""
     micro_batch: int = 8
+    """Sequences per forward/backward pass on one data-parallel rank."""
     seed: int = 1234
+    """Seed of the weights' init and dropout (the data order is the mixture's seed)."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Compute precision on the GPU path (the CPU path trains in fp32)."""
     log_every: int = 10
+    """Steps between the step lines `flm train` prints; metrics.jsonl gets every step."""
     eval_every: int = 100
+    """Validation loss every N steps and at the end (0: never)."""
     eval_batches: int = 8
+    """Micro-batches of the held-out split per validation, over all data-parallel ranks."""
     save_every: int = 500
+    """A checkpoint every N steps (0: only at the end, and on a signal)."""
     keep_last: int = 3
+    """Checkpoints kept; older ones are pruned (0: keep all)."""
     max_bad_steps: int = 5
     """Stop after this many consecutive steps with a NaN/inf loss or gradient."""
     peak_tflops: float | None = None
@@ -184,10 +223,15 @@ class ParallelConfig:
     """The parallel plan; tp * pp * dp GPUs in all."""
 
     tp: int = 1
+    """Tensor-parallel size (GPU path)."""
     pp: int = 1
+    """Pipeline-parallel size (GPU path)."""
     dp: int = 1
+    """Data-parallel size."""
     distributed_optimizer: bool = True
+    """Shard the optimizer state over data parallelism (megatron-core's distributed optimizer)."""
     sequence_parallel: bool = False
+    """Megatron sequence parallelism (with tp > 1): norms and dropout split over the sequence."""
     optimizer_checkpoint: Literal["fully_reshardable", "dp_reshardable"] = "fully_reshardable"
     """How a GPU checkpoint stores the distributed optimizer: per parameter (fully_reshardable: resumes under
     any TP/PP/DP) or as megatron's DP buckets (dp_reshardable: DP only). megatron-core 0.16.1's
@@ -218,6 +262,7 @@ class GrowthStepConfig:
     """A growth scheduled during training (MSG): once `at_tokens` tokens are trained, grow into stage `to`."""
 
     at_tokens: int
+    """Grow once this many tokens have been trained (counted from the run's start)."""
     to: str
     """Target stage: a bundled stage name (configs/stages/) or a YAML path."""
     ramp_steps: int = 100
@@ -238,6 +283,7 @@ class LoggingConfig:
     """Also log to Weights & Biases (`pip install 'flm[wandb]'`); its files go under RUN/wandb/, and
     WANDB_MODE=offline keeps them there (`wandb sync` uploads them later)."""
     wandb_project: str = "flm"
+    """The W&B project the run logs to."""
     wandb_name: str | None = None
     """The run's name in W&B; None: the run folder's name. A resumed run continues the same W&B run."""
     wandb_entity: str | None = None
@@ -247,7 +293,9 @@ class LoggingConfig:
 @dataclass
 class StageConfig:
     name: str = "tiny"
+    """The stage's name: recorded in checkpoints, and the run folder `flm train --dry-run` suggests."""
     description: str = ""
+    """One line for `flm config list`."""
     batch_tokens: int | None = None
     """The paper's batch in tokens, for reference and dry runs (global_batch x seq_len when None)."""
     model: ModelConfig = field(default_factory=ModelConfig)
