@@ -33,6 +33,15 @@ def amount(value: float, bytes_mode: bool = False) -> str:
     return f"{value:,.2f}"
 
 
+def per_second(rate: float, bytes_mode: bool = False) -> str:
+    """A rate with the digits that matter: 983,821/s, 24.9/s, 0.013/s."""
+    if bytes_mode:
+        return f"{decimal(int(rate))}/s"
+    if rate >= 100:
+        return f"{rate:,.0f}/s"
+    return f"{rate:.1f}/s" if rate >= 1 else f"{rate:.2g}/s"
+
+
 def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -75,7 +84,7 @@ class Count:
             if self.total > 0:
                 count += f" ({100 * self.value / self.total:.0f}%)"
         rate = self.rate
-        speed = "" if rate is None else f", {amount(rate, True) if bytes_mode else f'{rate:,.1f}'}/s"
+        speed = "" if rate is None else f", {per_second(rate, bytes_mode)}"
         return f"{self.label}: {count} {'in' if final else 'after'} {duration(self.elapsed)}{speed}"
 
 
@@ -104,7 +113,7 @@ class RateColumn(ProgressColumn):
         speed = task.finished_speed or task.speed
         if not speed:
             return Text("-/s", style="progress.data.speed")
-        return Text(f"{amount(speed, True) if self.bytes_mode else f'{speed:,.1f}'}/s", style="progress.data.speed")
+        return Text(per_second(speed, self.bytes_mode), style="progress.data.speed")
 
 
 class RemainingColumn(ProgressColumn):

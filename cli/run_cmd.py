@@ -102,8 +102,9 @@ def render_summary(summary: dict[str, Any]) -> None:
         table.add_row("generate", f"[dim]from a {human(model['params'])}-parameter model that has read "
                                   f"{human(model['tokens_seen'])} tokens: expect noise, not sentences (this checks the "
                                   "pipeline, not the model)[/]")
-    for gen in summary.get("generations", []):
-        table.add_row("generate", f"[bold]{escape(gen['prompt'])}[/]{escape(gen['text'])}")
+    for gen in summary.get("generations", []):  # on one line: its newlines as ↵ (--json keeps the text as is)
+        text = " ".join(gen["text"].replace("\n", " ↵ ").split())
+        table.add_row("generate", f"[bold]{escape(gen['prompt'])}[/] {escape(text)}")
     for run, points in summary.get("loss_curve", {}).items():
         table.add_row(f"loss ({run}, smoothed)", "  ".join(f"{step}:{loss:.2f}" for step, loss in points))
     if "loss_plot" in summary:

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from flm.cli.progress import CountColumn, RemainingColumn, amount, progress_on
+from flm.cli.progress import CountColumn, RemainingColumn, amount, per_second, progress_on
 
 BAR_GLYPHS = ("━", "╸", "╺")
 
@@ -101,3 +101,27 @@ def test_amount() -> None:
     assert amount(1256974) == "1,256,974"
     assert amount(1256974.0) == "1,256,974"
     assert amount(3_200_000, bytes_mode=True) == "3.2 MB"
+    assert per_second(983_820.7) == "983,821/s" and per_second(24.93) == "24.9/s" and per_second(0.0132) == "0.013/s"
+    assert per_second(2_000_000, bytes_mode=True) == "2.0 MB/s"
+
+
+def test_quickstart_summary_labels_its_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flm.cli import run_cmd
+
+    wide = Console(file=io.StringIO(), width=400, color_system=None)
+    monkeypatch.setattr(run_cmd, "console", wide)
+
+    summary = {
+        "recipe": "quickstart", "seconds": {"train": 12.0}, "eval_batches": 16, "artefacts": {},
+        "train": {"step": 300, "loss": 5.91, "val_loss": 5.9299, "checkpoint": "c"},
+        "growth": {"val_loss_before": 5.9299, "val_loss_after": 5.9299, "relative_change": 1e-8,
+                   "params_before": 362_112, "params_after": 1_320_000},
+        "generation_model": {"params": 1_320_000, "tokens_seen": 1_024_000},
+        "generations": [{"prompt": "The Debian", "text": " package\n\nmanager [x]", "tokens": 4}],
+    }
+    run_cmd.render_summary(summary)
+    out = wide.file.getvalue()
+    assert "training loss 5.9100 (last step), val loss 5.9299 (16 held-out batches)" in out
+    assert "362k -> 1.32M params, val loss 5.9299 -> 5.9299 (0.000% change, the same 16 held-out batches)" in out
+    assert "from a 1.32M-parameter model that has read 1.02M tokens: expect noise, not sentences" in out
+    assert "The Debian package ↵ ↵ manager [x]" in out
