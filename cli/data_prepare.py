@@ -66,6 +66,14 @@ def render_summary(result: PrepareResult) -> None:
             reasons.add_row(name, reason, f"{n:,}", _mb(src.totals.dropped_bytes.get(reason, 0)))
     console.print(reasons)
     for name, src in result.sources.items():
+        if src.totals.redacted:
+            console.print(f"{name}: PII redacted: " + ", ".join(f"{kind} {n:,}" for kind, n in
+                                                              src.totals.redacted.items()), highlight=False)
+        if src.decontamination:
+            found = [f"{bench} {b['items_found']} item(s) in {b['docs_removed']} doc(s)"
+                     for bench, b in src.decontamination["benchmarks"].items()]
+            console.print(f"{name}: decontamination: {', '.join(found)} (which items, in which subsets: "
+                          f"{src.clean_dir}/decontamination.json)", highlight=False)
         console.print(f"{name}: {src.shards} shard(s) in {src.clean_dir}, stats in {src.clean_dir}/stats.json"
                       + ("" if src.balanced else "  [bold red]accounting does not balance[/]"), highlight=False)
         for line in src.warnings:
@@ -90,7 +98,8 @@ def prepare(
                                                    "--set minhash.num_buckets=14.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
-    """Clean raw corpora with datatrove: normalize, language id, quality filters, exact + MinHash dedup, reshard."""
+    """Clean raw corpora with datatrove: normalize, decontaminate, language id, quality filters, PII redaction,
+    exact + MinHash dedup, reshard."""
     overrides = list(set_ or [])
     if workers is not None:
         overrides.append(f"executor.workers={workers}")

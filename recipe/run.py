@@ -22,6 +22,7 @@ from flm.config import ConfigError, FlmError, find_config, load_config
 from flm.config.bundled import sample_dir
 from flm.config.folder_lock import folder_lock
 from flm.config.progress import Progress
+from flm.pipelines.config import BenchmarkConfig
 from flm.train.config import StageConfig
 
 OnStage = Callable[[str, str], None]
@@ -47,6 +48,19 @@ class DataRecipe:
     pile_pipeline: str = "pile"
     wudao_pipeline: str = "wudao"
     pipeline_overrides: list[str] = field(default_factory=list)
+    decontaminate: bool = True
+    """Remove training documents that share n-grams with the evaluation sets (prepare's decontam step)."""
+    eval_sets: list[BenchmarkConfig] = field(default_factory=list)
+    """Evaluation sets to decontaminate against; empty: the bundled sample's (data/sample/eval)."""
+
+
+def sample_eval_sets() -> list[BenchmarkConfig]:
+    """The bundled evaluation sets; a few of their items occur in the sample corpus, so the counts are not zero."""
+    folder = sample_dir() / "eval"
+    return [BenchmarkConfig(name="sample_qa_en", path=str(folder / "sample_qa_en.jsonl"), id_field="id",
+                            fields=["question", "passage", "answer"], language="en"),
+            BenchmarkConfig(name="sample_choice_zh", path=str(folder / "sample_choice_zh.jsonl"), id_field="id",
+                            fields=["question", "choices"], language="zh")]
 
 
 @dataclass
@@ -190,6 +204,11 @@ class RecipeRun:
         overrides = [*data.pipeline_overrides, f"executor.workers={data.workers}"]
         configs = [load_config(PipelineConfig, find_config(name, "pipelines"), overrides)
                    for name in (data.pile_pipeline, data.wudao_pipeline)]
+        if data.decontaminate:
+            for cfg in configs:
+                cfg.decontam.enabled = True
+                cfg.decontam.benchmarks = list(data.eval_sets) or sample_eval_sets()
+                cfg.decontam.validate()
         return prepare(configs, self.raw, self.clean, progress=self.progress).to_dict()
 
     def stage_tokenizer(self) -> dict[str, Any]:
@@ -345,6 +364,11 @@ class RecipeRun:
             prep = r["prepare"]
             out["documents"] = {k: prep[k] for k in ("docs_in", "docs_kept", "bytes_in", "bytes_kept")}
             out["dropped"] = prep["dropped"]
+            out["pii_redacted"] = prep.get("redacted", {})
+            out["decontaminated"] = {
+                f"{source}/{bench}": {k: b[k] for k in ("items_found", "docs_removed")}
+                for source, src in prep["sources"].items() if src.get("decontamination")
+                for bench, b in src["decontamination"]["benchmarks"].items()}
         if "tokenize" in r:
             out["tokens"] = r["tokenize"].get("tokens")
         out["eval_batches"] = self.recipe.train.eval_batches  # of every val_loss below

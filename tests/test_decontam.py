@@ -150,3 +150,12 @@ def test_short_items_match_whole_and_tiny_ones_are_reported(tmp_path: Path) -> N
     assert stats.items == {"short": 2} and stats.skipped_short == {"short": 1}
     assert index.matches("Say: One, two, three, four, five, six, seven, eight, nine! Done.") == {0: 1}
     assert index.matches("one two three four five six seven eight") == {}
+
+
+def test_quickstart_prepare_decontaminates_against_the_sample_eval_sets_and_redacts_pii(quickstart) -> None:
+    """The bundled eval sets hold items that really occur in the sample: the counts are not zero."""
+    _, summary = quickstart
+    found = summary["decontaminated"]
+    assert found["pile/sample_qa_en"]["items_found"] >= 2 and found["wudao/sample_choice_zh"]["items_found"] >= 1
+    assert summary["dropped"]["decontam/sample_qa_en"] >= 2
+    assert summary["pii_redacted"]["email"] > 0 and summary["pii_redacted"]["ip"] > 0
