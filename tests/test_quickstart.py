@@ -1,28 +1,16 @@
-"""End to end: a shortened `flm run quickstart` on the bundled sample, through the CLI, from outside the repository."""
+"""End to end: a shortened `flm run quickstart` on the bundled sample, through the CLI, from outside the repository
+(the run itself is conftest's session fixture `quickstart`, shared with test_readme)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
+from conftest import EXTRA_TRAIN_OVERRIDES, short_run_flags
 from typer.testing import CliRunner
 
 from flm.cli.main import app
 from flm.recipe.run import load_recipe
-
-EXTRA_TRAIN_OVERRIDES = ["train.eval_every=1000", "train.save_every=1000"]
-"""Stage overrides the short run adds: no mid-run evaluations or checkpoints in 30 steps."""
-
-
-def short_run_flags() -> list[str]:
-    """--set flags that shorten the recipe; train.overrides is a list that --set replaces, so it gets the recipe's
-    own entries (train.device=cpu: CPU-format checkpoints, also on a GPU machine) plus ours."""
-    recipe_overrides = load_recipe("quickstart").train.overrides
-    merged = [*recipe_overrides, *(o for o in EXTRA_TRAIN_OVERRIDES if o not in recipe_overrides)]
-    return ["--set", "train.steps=30", "--set", "train.grown_steps=20", "--set", "train.ramp_steps=10",
-            "--set", "train.eval_batches=4", "--set", "max_new_tokens=8",
-            "--set", f"train.overrides={json.dumps(merged)}"]
 
 
 def test_short_run_keeps_the_recipes_own_train_overrides() -> None:
@@ -34,14 +22,9 @@ def test_short_run_keeps_the_recipes_own_train_overrides() -> None:
     assert set(own) | set(EXTRA_TRAIN_OVERRIDES) == set(resolved)
 
 
-def test_quickstart_end_to_end_and_rerun_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # the recipe reads the bundled sample as package data, not by relative paths
-    out = tmp_path / "qs"
+def test_quickstart_end_to_end_and_rerun_skips(quickstart: tuple[Path, dict]) -> None:
+    out, summary = quickstart
     flags = short_run_flags()
-    result = CliRunner().invoke(app, ["run", "quickstart", "--out", str(out), "--json", *flags])
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-
     docs = summary["documents"]
     assert 0 < docs["docs_kept"] < docs["docs_in"]
     assert docs["docs_in"] == docs["docs_kept"] + sum(summary["dropped"].values())
