@@ -1,0 +1,93 @@
+"""The faster paths of `flm data prepare` compute exactly what datatrove's originals compute, on the sample corpus.
+
+Speed itself is measured by bench/prepare_throughput.py; these tests pin that nothing else changed:
+the same Gopher repetition decisions, the same n-gram counts, the same simplified text for MinHash,
+the same MinHash signatures, the same word split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zstandard
+from datatrove.data import Document
+from datatrove.pipeline.dedup.minhash import _mersenne_prime
+from datatrove.pipeline.filters import GopherRepetitionFilter
+from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
+from datatrove.utils.text import DEF_TEXT_NORM_CONFIG, simplify_text
+
+from flm.config.bundled import sample_dir
+from flm.pipelines.config import MinhashConfig
+from flm.pipelines.prepare.dedup import ShingledMinhashSignature, mod_mersenne, simplify
+from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter, all_duplicate, top_duplicate
+from flm.pipelines.prepare.words import FastWordTokenizer, split_chunk
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    """Every 16th Pile document and every 8th WuDao record of the bundled sample (about 290 texts)."""
+    raw = sample_dir() / "raw"
+    pile = []
+    for path in sorted((raw / "pile").glob("*.jsonl.zst")):
+        with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as reader:
+            pile += [json.loads(line)["text"] for line in reader.read().decode("utf-8").splitlines()]
+    wudao = [r["content"] for path in sorted((raw / "wudao").glob("*.json"))
+             for r in json.loads(Path(path).read_text(encoding="utf-8"))]
+    return pile[::16] + wudao[::8]
+
+
+def test_gopher_repetition_decisions_match_datatrove(texts: list[str]) -> None:
+    words = FastWordTokenizer("en")
+    ours, theirs = FastGopherRepetitionFilter(language=words), GopherRepetitionFilter(language=words)
+    tight = {"top_n_grams": ((2, 0.05), (3, 0.04), (4, 0.03)), "dup_n_grams": ((5, 0.02), (7, 0.01)),
+             "dup_line_frac": None, "dup_para_frac": None, "dup_line_char_frac": None, "dup_para_char_frac": None}
+    tight_ours = FastGopherRepetitionFilter(language=words, **tight)
+    tight_theirs = GopherRepetitionFilter(language=words, **tight)
+    for i, text in enumerate(texts):
+        doc = Document(text=text, id=str(i))
+        assert ours.filter(doc) == theirs.filter(doc)
+        assert tight_ours.filter(doc) == tight_theirs.filter(doc)  # thresholds that reach the n-gram rules
+
+
+def test_ngram_counts_match_datatrove(texts: list[str]) -> None:
+    words = FastWordTokenizer("en")
+    for text in texts[::3]:
+        split = words.word_tokenize(text)
+        for n in (2, 3, 4):
+            if len(split) >= n:
+                assert top_duplicate(split, n) == find_top_duplicate(get_n_grams(split, n))
+        for n in (5, 10):
+            assert all_duplicate(split, n) == find_all_duplicate(split, n)
+        chars = "".join(text.split())[:3000]
+        for n in (8, 16):
+            assert all_duplicate(chars, n) == find_all_duplicate(list(chars), n)
+
+
+def test_simplified_text_and_minhash_signatures_match_datatrove(texts: list[str]) -> None:
+    for text in texts:
+        assert simplify(text, DEF_TEXT_NORM_CONFIG) == simplify_text(text, DEF_TEXT_NORM_CONFIG)
+    step = ShingledMinhashSignature("/nonexistent", MinhashConfig(n_grams=5))
+    a, b = step.parameters
+    for text in texts[::10]:
+        shingles = step.get_shingles(text)
+        expected = np.min((shingles * a + b) % _mersenne_prime, axis=0)
+        assert np.concatenate([np.array(x, dtype=np.uint64) for x in step.get_signature(shingles)]).tolist() \
+            == expected.tolist()
+
+
+def test_mod_mersenne_on_edge_values() -> None:
+    p = int(_mersenne_prime)
+    values = np.array([0, 1, p - 1, p, p + 1, 2 * p, 2 * p + 5, 2**63, 2**64 - 1, 7 * 2**61 + p], dtype=np.uint64)
+    assert mod_mersenne(values.copy()).tolist() == [int(v) % p for v in values.tolist()]
+
+
+def test_the_alpha_word_fast_path_splits_like_the_rules(texts: list[str]) -> None:
+    words = FastWordTokenizer("en")
+    for text in texts[::4]:
+        slow: list[str] = []
+        for chunk in text.split():
+            split_chunk(chunk, slow)
+        assert words.word_tokenize(text) == slow
