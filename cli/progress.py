@@ -85,7 +85,9 @@ class Count:
                 count += f" ({100 * self.value / self.total:.0f}%)"
         rate = self.rate
         speed = "" if rate is None else f", {per_second(rate, bytes_mode)}"
-        return f"{self.label}: {count} {'in' if final else 'after'} {duration(self.elapsed)}{speed}"
+        if final:  # the time it took: first seen to last change
+            return f"{self.label}: {count} in {duration(self.elapsed)}{speed}"
+        return f"{self.label}: {count} after {duration(time.monotonic() - self.started)}{speed}"
 
 
 class CountColumn(ProgressColumn):
