@@ -5,6 +5,7 @@ Subcommands (`run` does check + quality in fresh processes and writes one JSON; 
   check    fp8_linear against a float64 reference of the same bf16 operands at the 1b stage's layer shapes
            (forward, data gradient, weight gradient; bias; an odd token count), saturation of the cast, and
            one 1b layer's four linears, forward + backward at 16,384 tokens, timed in bf16 and in fp8.
+  breakdown  per GEMM and per cast of one 1b layer, bf16 against fp8, and a profile of the fp8 layer step.
   quality  the 125m stage from one init on the bundled sample tokens, N steps in bf16 and then in fp8
            (same data order): validation losses, the loss curves, and the largest jump of the training
            loss over its minimum of the previous 20 steps (a spike).
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ def rel(a: Any, ref: Any) -> float:
 def check() -> dict[str, Any]:
     import torch
 
-    from flm.train.model.fp8 import E4M3, E5M2, check_fp8_device, dequantize, fp8_linear, quantize
+    from flm.train.model.fp8 import E4M3, E5M2, check_fp8_device, dequantize, fp8_linear, quantize, quantize_reference
 
     dev = torch.device("cuda")
     check_fp8_device(dev)
@@ -70,8 +72,20 @@ def check() -> dict[str, Any]:
                                         "max_abs_in_format": float(x8.float().abs().max()),
                                         "format_max": torch.finfo(dtype).max}
     out["quantize"] = q
+    same = {}
+    for dtype in (E4M3, E5M2):  # the Triton cast against the torch reference, bit for bit
+        x = torch.randn(3000 + 5, 2048 + 16, device=dev, dtype=torch.bfloat16) * 7.0
+        y, yt, inv = quantize(x, dtype, transpose=True)
+        ry, ryt, rinv = quantize_reference(x, dtype, transpose=True)
+        same[str(dtype).split(".")[-1]] = {
+            "bytes_equal_fraction": float((y.view(torch.uint8) == ry.view(torch.uint8)).float().mean()),
+            "transpose_equal": bool(torch.equal(yt.view(torch.uint8), ryt.view(torch.uint8))
+                                    and torch.equal(yt.t().view(torch.uint8), y.view(torch.uint8))),
+            "inv_scale_equal": bool(inv == rinv)}
+    out["cast_vs_reference"] = same
     limits = {"forward": 0.05, "data_grad": 0.1, "weight_grad": 0.1, "bias_grad": 0.02}
-    out["passed"] = all(v <= limits[k] for e in errs.values() for k, v in e.items())
+    out["passed"] = all(v <= limits[k] for e in errs.values() for k, v in e.items()) and all(
+        c["transpose_equal"] and c["inv_scale_equal"] and c["bytes_equal_fraction"] > 0.999 for c in same.values())
     out["limits"] = limits
     out["layer_timing"] = layer_timing()
     return out
@@ -116,6 +130,73 @@ def layer_timing() -> dict[str, Any]:
     res["speedup"] = round(res["bf16"]["ms"] / res["fp8"]["ms"], 3)
     res["shape"] = LAYER
     return res
+
+
+def cuda_ms(fn: Any, reps: int = 10) -> float:
+    """Median milliseconds of fn() over reps, timed with CUDA events after 3 warm-up calls."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return round(statistics.median(times), 4)
+
+
+def breakdown(table_path: Path | None) -> dict[str, Any]:
+    """Where one 1b layer's fp8 linears spend their time: each GEMM in bf16 and in fp8 (operands cast
+    beforehand; with and without fast accumulation), each cast (amax + scale + cast, with and without the
+    transposed copy), and a torch.profiler table of the whole fp8 layer step."""
+    import torch
+
+    from flm.train.model.fp8 import E4M3, E5M2, _mm, fp8_linear, quantize
+
+    dev = torch.device("cuda")
+    t, h, f = LAYER["tokens"], LAYER["hidden"], LAYER["ffn"]
+    shapes = {"qkv": (h, 3 * h), "proj": (h, h), "fc1": (h, 2 * f), "fc2": (f, h)}
+    out: dict[str, Any] = {}
+    for name, (k, n) in shapes.items():
+        x = torch.randn(t, k, device=dev, dtype=torch.bfloat16)
+        w = (torch.randn(n, k, device=dev) * k**-0.5).to(torch.bfloat16)
+        g = torch.randn(t, n, device=dev, dtype=torch.bfloat16)
+        x8, x8t, sx = quantize(x, E4M3, transpose=True)
+        w8, w8t, sw = quantize(w, E4M3, transpose=True)
+        g8, g8t, sg = quantize(g, E5M2, transpose=True)
+        row: dict[str, Any] = {"bf16_fwd": cuda_ms(lambda x=x, w=w: x @ w.t()),
+                               "bf16_dgrad": cuda_ms(lambda g=g, w=w: g @ w),
+                               "bf16_wgrad": cuda_ms(lambda g=g, x=x: g.t() @ x)}
+        for fast in (True, False):
+            tag = "fast" if fast else "exact"
+            for gemm, args in (("fwd", (x8, w8, sx, sw, torch.bfloat16)), ("dgrad", (g8, w8t, sg, sw, torch.bfloat16)),
+                               ("wgrad", (g8t, x8t, sg, sx, torch.float32))):
+                row[f"fp8_{gemm}_{tag}"] = cuda_ms(partial(_mm, *args, fast=fast))
+        for label, tensor, dtype in (("x", x, E4M3), ("w", w, E4M3), ("g", g, E5M2)):
+            row[f"cast_{label}"] = cuda_ms(lambda tensor=tensor, dtype=dtype: quantize(tensor, dtype))
+            row[f"cast_{label}_with_t"] = cuda_ms(lambda tensor=tensor, dtype=dtype: quantize(tensor, dtype,
+                                                                                             transpose=True))
+        row["amax_x_eager"] = cuda_ms(lambda x=x: torch.linalg.vector_norm(x, float("inf")))
+        out[name] = row
+    if table_path is not None:
+        ws = {k: (torch.randn(n, kk, device=dev) * kk**-0.5).to(torch.bfloat16).requires_grad_()
+              for k, (kk, n) in shapes.items()}
+        xs = {k: torch.randn(t, kk, device=dev, dtype=torch.bfloat16, requires_grad=True)
+              for k, (kk, _) in shapes.items()}
+        for _ in range(3):
+            for k in shapes:
+                fp8_linear(xs[k], ws[k]).sum().backward()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for k in shapes:
+                fp8_linear(xs[k], ws[k]).sum().backward()
+            torch.cuda.synchronize()
+        table_path.write_text(prof.key_averages().table(sort_by="device_time_total", row_limit=40,
+                                                        max_name_column_width=100))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ quality
@@ -248,13 +329,19 @@ def main() -> None:
     q.add_argument("run_dir", type=Path)
     q.add_argument("steps", type=int)
     q.add_argument("overrides", nargs="*")
+    b = sub.add_parser("breakdown")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--table", type=Path)
     r = sub.add_parser("report")
     r.add_argument("--run", type=Path, required=True)
     r.add_argument("--speed", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     command = "python bench/fp8.py " + " ".join(sys.argv[1:])
-    if args.cmd == "phase":
+    if args.cmd == "breakdown":
+        args.out.write_text(json.dumps(breakdown(args.table), indent=1) + "\n")
+        print(args.out.read_text())
+    elif args.cmd == "phase":
         phase(args.stage, args.mixture, args.run_dir, args.steps, args.overrides)
     elif args.cmd == "report":
         report(json.loads(args.run.read_text()), json.loads(args.speed.read_text()), args.out, command)

@@ -118,7 +118,7 @@ def run_flm(tiny: bool, overrides: list[str], steps: int, warmup: int, profile_d
 
     from flm.train.distributed.parallel import distributed, seed_everything
     from flm.train.engine import make_engine
-    from flm.train.model.fp8 import Fp8ColumnParallelLinear, Fp8RowParallelLinear
+    from flm.train.model.fp8_layers import Fp8ColumnParallelLinear, Fp8RowParallelLinear
     from flm.train.model.size import flops_per_token
     from flm.train.trainer.lr_schedule import LRSchedule
 

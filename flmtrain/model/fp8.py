@@ -15,7 +15,7 @@ no overflow when a tensor's range jumps. Scales are powers of two, so scaling an
 only the float8 rounding itself loses bits.
 
 `_scaled_mm` wants both operands K-major (the contracted dimension contiguous), so each cast writes the
-tensor and its transpose in one compiled kernel: x and x^T for the forward and the weight gradient,
+tensor and its transpose in one pass: x and x^T for the forward and the weight gradient,
 W and W^T for the forward and the data gradient, dY and dY^T for the data and weight gradients. Only the
 float8 copies are saved for the backward (half the bytes of megatron's bf16 input).
 """
@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from megatron.core.tensor_parallel.layers import ColumnParallelLinear, RowParallelLinear
 
 E4M3 = torch.float8_e4m3fn
 E5M2 = torch.float8_e5m2
@@ -77,15 +76,13 @@ def fp8_scale(amax: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.exp2(torch.floor(torch.log2(ratio)))
 
 
-def _quantize(x: torch.Tensor, dtype: torch.dtype, transpose: bool) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                             torch.Tensor]:
+def quantize_reference(x: torch.Tensor, dtype: torch.dtype, transpose: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """`quantize` in plain torch: what runs on the CPU, and what the GPU kernels are checked against."""
     scale = fp8_scale(x.abs().amax(), dtype)
     fmax = torch.finfo(dtype).max
     y = (x.float() * scale).clamp(-fmax, fmax).to(dtype)
     return y, (y.t().contiguous() if transpose else None), scale.reciprocal()
-
-
-_quantize_compiled = torch.compile(_quantize)
 
 
 def quantize(x: torch.Tensor, dtype: torch.dtype = E4M3, *, transpose: bool = False
@@ -94,10 +91,13 @@ def quantize(x: torch.Tensor, dtype: torch.dtype = E4M3, *, transpose: bool = Fa
 
     Returns (x8, x8 transposed and contiguous if asked, inverse scale): x ~= x8.float() * inverse scale.
     Values beyond the format's range saturate at its largest finite value (after scaling only rounding
-    can push one there). On CUDA the amax, the cast and the transpose are compiled into two kernels.
+    can push one there). On CUDA two Triton kernels (flm.train.model.fp8_cast) do the same arithmetic.
     """
-    fn = _quantize_compiled if x.is_cuda else _quantize
-    return fn(x, dtype, transpose)
+    if x.is_cuda:
+        from flm.train.model.fp8_cast import cast
+
+        return cast(x, dtype, transpose)
+    return quantize_reference(x, dtype, transpose)
 
 
 def dequantize(x8: torch.Tensor, inv_scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -205,32 +205,3 @@ def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     need_backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return Fp8LinearFunction.apply(x, weight, bias, main_grad_fusion, allreduce_dgrad, sequence_parallel, tp_group,
                                    need_backward)
-
-
-def _megatron_forward_impl(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                           gradient_accumulation_fusion: bool, allreduce_dgrad: bool, sequence_parallel: bool,
-                           tp_group: Any = None, grad_output_buffer: Any = None, wgrad_deferral_limit: Any = None,
-                           **_: Any) -> torch.Tensor:
-    """megatron's `linear_with_grad_accumulation_and_async_allreduce`, float8 (no deferred embedding wgrad:
-    these are the layers' linears, never the embedding's)."""
-    if tp_group is None and (allreduce_dgrad or sequence_parallel):
-        from megatron.core import parallel_state
-
-        tp_group = parallel_state.get_tensor_model_parallel_group()
-    return fp8_linear(input, weight, bias, main_grad_fusion=gradient_accumulation_fusion,
-                      allreduce_dgrad=allreduce_dgrad, sequence_parallel=sequence_parallel, tp_group=tp_group)
-
-
-class Fp8ColumnParallelLinear(ColumnParallelLinear):
-    """megatron's ColumnParallelLinear (QKV, FFN in) with its GEMMs in float8."""
-
-    def _forward_impl(self, input: torch.Tensor, weight: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return _megatron_forward_impl(input, weight, *args, **kwargs)
-
-
-class Fp8RowParallelLinear(RowParallelLinear):
-    """megatron's RowParallelLinear (attention output, FFN out) with its GEMMs in float8."""
-
-    def _forward_impl(self, input: torch.Tensor, weight: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return _megatron_forward_impl(input, weight, *args, **kwargs)
-

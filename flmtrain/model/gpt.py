@@ -45,7 +45,8 @@ from flm.train.config import ModelConfig
 from flm.train.distributed.parallel import seed_everything
 from flm.train.model.apex_kernels import wgrad_fusion_available
 from flm.train.model.attention import FLMCoreAttention
-from flm.train.model.fp8 import Fp8ColumnParallelLinear, Fp8RowParallelLinear, check_fp8_device, check_fp8_shapes
+from flm.train.model.fp8 import check_fp8_device, check_fp8_shapes
+from flm.train.model.fp8_layers import Fp8ColumnParallelLinear, Fp8RowParallelLinear
 from flm.train.model.fused_loss import linear_cross_entropy_sum
 from flm.train.model.mup import width_mult
 from flm.train.model.size import padded_vocab
