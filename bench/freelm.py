@@ -73,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench-freelm")
     parser.add_argument("--language-steps", type=int, default=300)
-    parser.add_argument("--every", type=int, default=4, help="every k-th step is a teacher step")
+    parser.add_argument("--every", type=int, default=2, help="every k-th step is a teacher step")
     parser.add_argument("--batch", type=int, default=32, help="propositions per teacher step")
     parser.add_argument("--micro-batch", type=int, default=32)
     parser.add_argument("--set", dest="overrides", action="append", default=["train.device=cpu", "train.save_every=0",

@@ -13,7 +13,8 @@ from flm.cli.render import console, emit_json, err_console, progress_bars
 
 
 def propositions(
-    mapping: Annotated[Path, typer.Argument(help="Mapping YAML: tasks, their JSONL files and how records read.")],
+    mapping: Annotated[Path, typer.Argument(help="Mapping YAML: tasks, their JSONL files and how records read "
+                                                 "(`sample`: the bundled bilingual set).")],
     tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory (the one the language shards used).")],
     out: Annotated[Path, typer.Option(help="Output folder: OUT/train (and OUT/valid) proposition shards.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a mapping key, e.g. max_tokens=256.")]
@@ -21,8 +22,11 @@ def propositions(
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Turn multiple-choice, classification and statement tasks into true/false propositions (FreeLM)."""
+    from flm.config.bundled import sample_dir
     from flm.pipelines.propositions import build_propositions
 
+    if str(mapping) == "sample" and not mapping.exists():
+        mapping = sample_dir() / "propositions" / "mapping.yaml"
     with progress_bars(enabled=not json_) as bars:
         stats = build_propositions(mapping, tokenizer, out, overrides=set_ or [], progress=bars)
     if json_:

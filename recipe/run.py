@@ -99,7 +99,7 @@ class TeacherRecipe:
     enabled: bool = False
     mapping: Path | None = None
     """A `flm data propositions` mapping YAML; None: the bundled bilingual set (data/sample/propositions)."""
-    every: int = 4
+    every: int = 2
     """Every k-th step is a teacher step; the runs get steps / (k - 1) more steps, so the language data is the
     same as without the teacher signal."""
     batch: int = 32

@@ -1,7 +1,7 @@
 """The teacher signal's part of a mixture YAML: proposition sources and how their steps interleave.
 
     teacher:
-      every: 4                 # every 4th optimizer step is a teacher step (FreeLM alternates the two signals)
+      every: 2                 # every 2nd optimizer step is a teacher step (FreeLM alternates the two signals)
       batch: 32                # propositions per teacher step (global, over data-parallel ranks)
       micro_batch: 16
       sources:
@@ -33,8 +33,9 @@ class TeacherSourceConfig:
 @dataclass
 class TeacherConfig:
     sources: list[TeacherSourceConfig] = field(default_factory=list)
-    every: int = 4
-    """Step s is a teacher step when s % every == 0 (2: alternate one language step, one teacher step)."""
+    every: int = 2
+    """Step s is a teacher step when s % every == 0: 2 (the default) alternates one language step and one teacher
+    step, as FreeLM does; a larger k spends fewer steps on the teacher signal."""
     batch: int = 32
     micro_batch: int = 16
 

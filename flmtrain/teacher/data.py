@@ -87,11 +87,13 @@ class TeacherData:
             raise ConfigError("teacher sources disagree on the judge/verdict token ids; rebuild with one tokenizer")
         self.token_ids = self.shards[0].token_ids
         longest = max(s.max_tokens for s in self.shards)
-        self.seq_len = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+        self.seq_len = _padded(longest)
+        """The longest teacher step; each step is padded to its own longest proposition only."""
         if self.seq_len > max_seq:
             raise ConfigError(f"teacher propositions run to {longest} tokens, more than the model's seq_len {max_seq}")
         self.order = TeacherOrder([len(s) for s in self.shards], [s.weight for s in cfg.sources], seed)
         self.consumed = 0
+        self.step_tokens = 0
 
     def micro_batches_per_step(self, dp_size: int) -> int:
         per_pass = self.cfg.micro_batch * dp_size
@@ -105,12 +107,13 @@ class TeacherData:
         per_rank = self.cfg.batch // dp_size
         items = self.order.items(self.consumed + dp_rank * per_rank, per_rank)
         self.consumed += self.cfg.batch
+        tokens = [self.shards[s].tokens(r) for s, r in items]
+        labels = [int(self.shards[s].labels[r]) for s, r in items]
+        length = _padded(max(len(t) for t in tokens))  # one length per step: pipeline stages exchange fixed shapes
+        self.step_tokens = length * self.cfg.batch
+        """Token positions the last step computed (this rank's padded length, over the global batch)."""
         m = self.cfg.micro_batch
-        return [self.collate(items[i: i + m]) for i in range(0, per_rank, m)]
-
-    def collate(self, items: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
-        return collate([self.shards[s].tokens(r) for s, r in items], [int(self.shards[s].labels[r]) for s, r in items],
-                       self.seq_len)
+        return [collate(tokens[i: i + m], labels[i: i + m], length) for i in range(0, per_rank, m)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"consumed": self.consumed, "seed": self.seed, "sources": [s.name for s in self.cfg.sources]}
@@ -124,6 +127,10 @@ class TeacherData:
                               f"{state.get('sources')}) differs from the mixture's (seed {self.seed}, sources "
                               f"{[s.name for s in self.cfg.sources]}); resume with the mixture it was trained on")
         self.consumed = int(state["consumed"])
+
+
+def _padded(length: int) -> int:
+    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def collate(token_lists: list[np.ndarray], labels: list[int], seq_len: int) -> dict[str, torch.Tensor]:

@@ -49,6 +49,7 @@ from flm.train.distributed.params import whole_model_params
 from flm.train.engine import make_engine
 from flm.train.growth.ramp import resume_ramp
 from flm.train.model.size import flops_per_token
+from flm.train.teacher import TeacherData
 from flm.train.trainer.evaluate import validation_loss
 from flm.train.trainer.fit import fit_stage
 from flm.train.trainer.metrics import MetricsLogger, peak_tflops
@@ -182,9 +183,14 @@ class Trainer:
         self.on_step = on_step
         self.mixture = open_mixture(mixture_cfg, stage.model.seq_len)
         self.stage = fit_stage(stage, self.mixture)
+        self.teacher = TeacherData(mixture_cfg.teacher, seed=mixture_cfg.seed,
+                                   tokenizer_hash=self.mixture.tokenizer_hash, vocab_size=self.stage.model.vocab_size,
+                                   max_seq=self.stage.model.seq_len) if mixture_cfg.teacher.enabled else None
         self.stage.train.steps = self.target
         check_schedule(self.stage)  # an impossible scheduled growth fails now, not hours into the run
         self.dp_rank, self.dp_size = data_parallel()
+        if self.teacher is not None:
+            self.teacher.micro_batches_per_step(self.dp_size)  # a teacher batch that cannot split fails now
         self.step = self.consumed = self.skipped = 0
         self.growth_history: list[dict[str, Any]] = []
         self.ramp: Any = None
@@ -219,6 +225,8 @@ class Trainer:
         self.step = state["step"]
         self.data_state = state["data"]
         self.consumed = state["data"]["consumed_samples"]
+        if self.teacher is not None:  # a checkpoint without teacher state starts the propositions from the top
+            self.teacher.load_state_dict(state["data"].get("teacher"))
         self.skipped = state.get("skipped_steps", 0)
         self.growth_history = meta.growth_history
         self.rng = loaded["rng"]
@@ -277,6 +285,8 @@ class Trainer:
         state = {"step": self.step, "skipped_steps": self.skipped, "scheduler": self.schedule.state_dict(),
                  "schedule_offset": self.schedule_offset,
                  "data": {**self.loader.state_dict(), "consumed_samples": self.consumed}}
+        if self.teacher is not None:
+            state["data"]["teacher"] = self.teacher.state_dict()
         meta = CheckpointMeta(
             step=self.step, format=self.engine.checkpoint_format, stage=self.stage.name,
             stage_config=config_to_dict(self.stage), mixture=mixture_record(self.mixture_cfg),
@@ -342,6 +352,30 @@ class Trainer:
             self.engine.step(grad_norm, self.stage.optim.clip_grad)
         return lr, loss, grad_norm, finite
 
+    def _teacher_due(self) -> bool:
+        """FreeLM's interleaving: step s (counting from 1) is a teacher step when s % teacher.every == 0."""
+        return self.teacher is not None and (self.step + 1) % self.teacher.cfg.every == 0
+
+    def _teacher_step(self) -> tuple[float, float, float, float, bool]:
+        """One optimizer step on the teacher signal alone: (lr, teacher loss, teacher accuracy, grad norm, whether
+        the update was applied).
+
+        Draws teacher.batch propositions (this rank's slice); the language data position does not move."""
+        batches = self.teacher.step_batches(self.dp_rank, self.dp_size)
+        if self.ramp is not None:
+            self.ramp.update(self.step)
+        lr = self.schedule.apply(self.engine.param_groups, self.step - self.schedule_offset)
+        self.engine.zero_grad()
+        verdicts = torch.tensor([self.teacher.token_ids["false"], self.teacher.token_ids["true"]])
+        sums = [float(v) for v in self.engine.teacher_forward_backward(batches, verdicts)]
+        total, right, count = all_reduce_sum(sums)
+        grad_norm = self.engine.grad_norm()
+        loss = total / count
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.engine.step(grad_norm, self.stage.optim.clip_grad)
+        return lr, loss, right / count, grad_norm, finite
+
     def run(self) -> TrainResult:  # noqa: C901 - the loop reads top to bottom on purpose
         """Train to the target step (all ranks call this); returns the run's summary."""
         started = self.started
@@ -365,8 +399,12 @@ class Trainer:
                     self._grow_if_due()
                     cfg = self.stage.train
                     t0 = time.perf_counter()
+                    teacher_step = self._teacher_due()
                     try:
-                        lr, loss, grad_norm, finite = self._train_step(stop)
+                        if teacher_step:
+                            lr, teacher_loss, teacher_acc, grad_norm, finite = self._teacher_step()
+                        else:
+                            lr, loss, grad_norm, finite = self._train_step(stop)
                     except _StepInterrupted:
                         status = "interrupted"
                         log.warning("signal received during step %d: dropping it, saving step %d and stopping",
@@ -383,14 +421,21 @@ class Trainer:
                     if self.parallel.cuda:
                         torch.cuda.synchronize()
                     seconds = time.perf_counter() - t0
-                    tokens_per_s = self.tokens_per_step / seconds
+                    step_tokens = self.teacher.step_tokens if teacher_step else self.tokens_per_step
+                    tokens_per_s = step_tokens / seconds
                     tflops = self.flops_per_token * tokens_per_s / world_size() / 1e12
-                    record = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                              "tokens_per_s": tokens_per_s, "tflops_per_gpu": tflops,
+                    record = {"step": self.step, "loss": None if teacher_step else loss, "lr": lr,
+                              "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "tflops_per_gpu": tflops,
                               "mfu": tflops / peak if peak else None, "step_time_s": seconds,
                               "skipped": not finite, "skipped_total": self.skipped, "tokens_seen": self.tokens_seen,
                               "stage": self.stage.name}
-                    healthy = finite and loss <= self.sane_loss
+                    if self.teacher is not None:
+                        record["signal"] = "teacher" if teacher_step else "language"
+                    if teacher_step:
+                        record.update(teacher_loss=teacher_loss, teacher_acc=teacher_acc)
+                        healthy = finite  # the saved weights' health is judged on language steps
+                    else:
+                        healthy = finite and loss <= self.sane_loss
                     if bad_in_a_row >= cfg.max_bad_steps:
                         metrics.log(record)
                         last = latest_checkpoint(checkpoints_root(self.run_dir))
@@ -408,8 +453,10 @@ class Trainer:
                     if self.progress is not None and rank() == 0:
                         self.progress("train", self.step, self.target)
                     if cfg.log_every and self.step % cfg.log_every == 0:
-                        log.info("step %d loss %.4f lr %.3g grad_norm %.3f %.0f tok/s", self.step, loss, lr,
-                                 grad_norm, tokens_per_s)
+                        what = (f"teacher_loss {teacher_loss:.4f} teacher_acc {teacher_acc:.3f}" if teacher_step
+                                else f"loss {loss:.4f}")
+                        log.info("step %d %s lr %.3g grad_norm %.3f %.0f tok/s", self.step, what, lr, grad_norm,
+                                 tokens_per_s)
                     if all_reduce_sum([float(stop.signum is not None)])[0] > 0:  # any rank signalled
                         status = "interrupted"
                         log.warning("signal received: saving a checkpoint at step %d and stopping", self.step)
