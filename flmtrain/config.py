@@ -51,6 +51,8 @@ class KernelConfig:
 
 @dataclass
 class ModelConfig:
+    """The model's shape and architecture (what a checkpoint's weights fix, but vocab_size and seq_len)."""
+
     layers: int = 2
     """Transformer blocks."""
     hidden: int = 64
@@ -131,6 +133,8 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW and its learning-rate schedule (linear warmup, then decay to min_lr)."""
+
     lr: float = 3e-4
     """Peak learning rate (AdamW), reached after warmup."""
     min_lr: float = 3e-5
@@ -173,6 +177,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """The training run: steps, batch, precision, and how often it logs, evaluates and saves."""
+
     steps: int = 1000
     """Optimizer steps the run trains to in all (`flm train --steps` overrides it)."""
     global_batch: int = 8

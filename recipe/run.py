@@ -39,15 +39,21 @@ RESULTS_DIR = ".recipe"
 
 @dataclass
 class DataRecipe:
+    """The raw corpora and how `prepare` cleans them."""
+
     pile: Path | None = None
     """A folder of Pile-format *.jsonl.zst files (what `flm data download pile` writes); None: the bundled sample."""
     wudao: Path | None = None
     """WuDao JSON arrays, archives or a folder of them (what `flm data download wudao --from` reads); None: the
     bundled sample."""
     workers: int = 2
+    """Tasks run at once by prepare and tokenize."""
     pile_pipeline: str = "pile"
+    """The pipeline config prepare uses for The Pile (a bundled name or a YAML path)."""
     wudao_pipeline: str = "wudao"
+    """The pipeline config prepare uses for WuDao (a bundled name or a YAML path)."""
     pipeline_overrides: list[str] = field(default_factory=list)
+    """`key=value` overrides applied to both pipeline configs (as `flm data prepare --set`)."""
     decontaminate: bool = True
     """Remove training documents that share n-grams with the evaluation sets (prepare's decontam step)."""
     eval_sets: list[BenchmarkConfig] = field(default_factory=list)
@@ -65,26 +71,44 @@ def sample_eval_sets() -> list[BenchmarkConfig]:
 
 @dataclass
 class TokenizerRecipe:
+    """The BPE tokenizer trained on the clean text."""
+
     vocab_size: int = 100256
+    """Exact vocabulary size, special tokens included (FLM-101B: 100256)."""
     allow_smaller: bool = False
+    """Keep a smaller vocabulary when the corpus cannot support vocab_size, instead of failing."""
     backend: str = "hf"
+    """hf (byte-level BPE, tiktoken fast path) or sentencepiece."""
 
 
 @dataclass
 class MixRecipe:
+    """The mixture written to OUT/mixture.yaml over the tokenized sources."""
+
     weights: dict[str, float] = field(default_factory=lambda: {"pile": 0.7, "wudao": 0.3})
+    """Each source's share of training samples (relative weights)."""
     seq_len: int | None = None
+    """Tokens per sample; None: the stage's model.seq_len."""
     valid_fraction: float = 0.01
+    """Fraction of each source's documents held out for validation."""
     seed: int = 1234
+    """Seed of the mixture's document shuffles."""
 
 
 @dataclass
 class TrainRecipe:
+    """Training, growth and training again."""
+
     stage: str = "tiny"
+    """The stage trained first (a bundled name or a YAML path)."""
     steps: int = 300
+    """Steps trained before growth."""
     overrides: list[str] = field(default_factory=list)
+    """`key=value` overrides of both stages (as `flm train --set`); --set train.overrides=[...] replaces the list."""
     grow_to: str = "tiny-grown"
+    """The stage the trained model grows into."""
     ramp_steps: int = 50
+    """Steps over which the grown structure's masks ramp from 0 to 1."""
     grown_steps: int = 200
     """Steps trained after growth (on top of `steps`)."""
     eval_batches: int = 16
@@ -97,25 +121,33 @@ class TeacherRecipe:
     """FreeLM's teacher signal: propositions interleaved with the language steps (off by default)."""
 
     enabled: bool = False
+    """Interleave teacher steps (propositions judged true/false) with the language steps."""
     mapping: Path | None = None
     """A `flm data propositions` mapping YAML; None: the bundled bilingual set (data/sample/propositions)."""
     every: int = 2
     """Every k-th step is a teacher step; the runs get steps / (k - 1) more steps, so the language data is the
     same as without the teacher signal."""
     batch: int = 32
+    """Propositions per teacher step."""
     micro_batch: int = 32
+    """Propositions per forward/backward pass of a teacher step."""
 
 
 @dataclass
 class Recipe:
+    """A recipe: every stage from raw text to a grown, trained, evaluated model (`flm run`)."""
+
     name: str = "quickstart"
+    """The recipe's name, in its summary and the token shards' manifests."""
     data: DataRecipe = field(default_factory=DataRecipe)
     tokenizer: TokenizerRecipe = field(default_factory=TokenizerRecipe)
     mixture: MixRecipe = field(default_factory=MixRecipe)
     train: TrainRecipe = field(default_factory=TrainRecipe)
     teacher: TeacherRecipe = field(default_factory=TeacherRecipe)
     prompts: list[str] = field(default_factory=lambda: ["The Debian package manager", "中文"])
+    """Prompts the final model continues."""
     max_new_tokens: int = 40
+    """Tokens generated per prompt at most."""
 
 
 def plain(obj: Any) -> Any:

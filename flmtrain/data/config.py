@@ -43,9 +43,11 @@ DEFAULT_SEQ_LEN = 2048
 @dataclass
 class SourceConfig:
     name: str
+    """The source's name in reports and per-source evaluation (e.g. pile, wudao); unique in the mixture."""
     path: Path
     """A token-shard directory (manifest.json + *.arrow); relative paths resolve against the cwd."""
     weight: float = 1.0
+    """The source's share of training samples, relative to the other sources' weights (need not sum to 1)."""
     subsets: dict[str, float] = field(default_factory=dict)
     """Per-subset multipliers on natural size (Pile's pile_set_name, WuDao's dataType); unlisted = 1.0."""
 
@@ -71,6 +73,7 @@ class MixtureConfig:
     valid_fraction: float = 0.01
     """Fraction of each stream's documents held out for validation (at least one where it has two)."""
     sources: list[SourceConfig] = field(default_factory=list)
+    """The token-shard directories blended, each with its weight."""
     reset_position_ids: bool = False
     """Restart position ids after every EOS (a `position_ids` tensor is returned); off like FLM-101B."""
     reset_attention_mask: bool = False
