@@ -4,11 +4,12 @@ Evaluation sets are local files (JSONL, JSONL.zst, Parquet, CSV) with a field ma
 text is simplified (lowercase, punctuation and extra whitespace removed) and cut into 13-word
 n-grams (GPT-3's rule), or 20-character n-grams when it is Chinese (no spaces to split words on);
 an item shorter than one n-gram is matched whole. The n-grams are hashed to 64 bits and kept in a
-sorted array, built once by the process that plans the run and memory-mapped by every task
-(`DecontamIndex.build` / `load`), so 100k items cost a few MB and a lookup is one vectorised
-binary search per document. A document is dropped as `decontam/<benchmark>` (the benchmark with
-the most matching n-grams), and each match is logged (`decontam/<rank>.jsonl` in the work folder),
-from which `report()` says which items were found in which source and subset.
+sorted array, built once (vectorised over all items) by the process that plans the run and
+memory-mapped by every task (`DecontamIndex.build` / `load`): 100k items cost a few tens of MB, and
+a lookup is one vectorised binary search per document and n-gram length. A document is dropped as
+`decontam/<benchmark>` (the benchmark with the most matching n-grams), and each match is logged
+(`decontam/<rank>.jsonl` in the work folder), from which `report()` says which items were found in
+which source and subset.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from flm.pipelines.prepare.filters import CJK
 from flm.pipelines.prepare.schema import SUBSET
 
 REASON = "decontam"
-INDEX_FILE = "decontam_index.npz"
+INDEX_PREFIX = "decontam_index_"
 ITEMS_FILE = "decontam_items.json"
 HITS_DIR = "decontam"
 REPORT_FILE = "decontamination.json"
@@ -141,6 +142,37 @@ def read_items(cfg: BenchmarkConfig) -> Iterator[tuple[str, str]]:
         yield item_id, "\n".join(_field_text(row[f]) for f in cfg.fields)
 
 
+def _index_kind(units: list[np.ndarray], owner: list[int], n: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Sorted n-gram hashes of all items of one kind and the item of each, computed over all items at once.
+
+    An item shorter than n is one n-gram of its own length; windows that cross from one item into the
+    next are left out.
+    """
+    hashes, owners, lengths = [], [], []
+    sizes = np.array([u.size for u in units], dtype=np.int64)
+    for length in sorted({n, *sizes[sizes < n].tolist()}):
+        chosen = np.flatnonzero(sizes >= n) if length == n else np.flatnonzero(sizes == length)
+        if not chosen.size:
+            continue
+        flat = np.concatenate([units[i] for i in chosen])
+        ends = np.cumsum(sizes[chosen])
+        item_of = np.repeat(np.asarray(owner, dtype=np.int64)[chosen], sizes[chosen])
+        grams = ngram_hashes(flat, length)
+        start = np.arange(grams.size)
+        inside = start + length <= np.repeat(ends, sizes[chosen])[:grams.size]  # the window ends in its item
+        hashes.append(grams[inside])
+        owners.append(item_of[:grams.size][inside])
+        lengths.append(length)
+    if not hashes:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), []
+    h, o = np.concatenate(hashes), np.concatenate(owners)
+    order = np.lexsort((o, h))  # by hash, then item
+    h, o = h[order], o[order]
+    first = np.ones(h.size, dtype=bool)
+    first[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])  # one entry per (n-gram, item)
+    return h[first], o[first], lengths
+
+
 @dataclass
 class BuildStats:
     items: dict[str, int]
@@ -159,9 +191,8 @@ class DecontamIndex:
 
     @classmethod
     def build(cls, cfg: DecontamConfig) -> tuple[DecontamIndex, BuildStats]:
-        grams: dict[str, list[np.ndarray]] = {WORD: [], CHAR: []}
-        owner: dict[str, list[np.ndarray]] = {WORD: [], CHAR: []}
-        lengths: dict[str, set[int]] = {WORD: set(), CHAR: set()}
+        units: dict[str, list[np.ndarray]] = {WORD: [], CHAR: []}
+        owner: dict[str, list[int]] = {WORD: [], CHAR: []}
         items: list[tuple[str, str]] = []
         counts: dict[str, int] = {}
         short: dict[str, int] = {}
@@ -171,43 +202,36 @@ class DecontamIndex:
             for item_id, text in read_items(bench):
                 counts[name] += 1
                 chinese = bench.language == "zh" or (bench.language == "auto" and is_chinese(text))
-                kind, n = (CHAR, cfg.char_ngrams) if chinese else (WORD, cfg.word_ngrams)
-                units = char_units(text) if chinese else word_units(text)
-                if units.size < n:
-                    if units.size < cfg.min_item_units:
-                        short[name] += 1
-                        continue
-                    n = units.size
-                hashes = np.unique(ngram_hashes(units, n))
-                lengths[kind].add(n)
-                grams[kind].append(hashes)
-                owner[kind].append(np.full(hashes.size, len(items), dtype=np.int64))
+                kind = CHAR if chinese else WORD
+                item_units = char_units(text) if chinese else word_units(text)
+                if item_units.size < min(cfg.min_item_units, cfg.char_ngrams if chinese else cfg.word_ngrams):
+                    short[name] += 1
+                    continue
+                units[kind].append(item_units)
+                owner[kind].append(len(items))
                 items.append((name, item_id))
-        sorted_hashes, owners = {}, {}
-        for kind in (WORD, CHAR):
-            h = np.concatenate(grams[kind]) if grams[kind] else np.zeros(0, dtype=np.uint64)
-            o = np.concatenate(owner[kind]) if owner[kind] else np.zeros(0, dtype=np.int64)
-            order = np.argsort(h, kind="stable")
-            sorted_hashes[kind], owners[kind] = h[order], o[order]
-        index = cls(sorted_hashes, owners, {k: sorted(v) for k, v in lengths.items()}, items,
-                    [benchmark_name(b) for b in cfg.benchmarks])
-        return index, BuildStats(counts, short, sum(h.size for h in sorted_hashes.values()))
+        hashes, owners, lengths = {}, {}, {}
+        for kind, n in ((WORD, cfg.word_ngrams), (CHAR, cfg.char_ngrams)):
+            hashes[kind], owners[kind], lengths[kind] = _index_kind(units[kind], owner[kind], n)
+        index = cls(hashes, owners, lengths, items, [benchmark_name(b) for b in cfg.benchmarks])
+        return index, BuildStats(counts, short, sum(h.size for h in hashes.values()))
 
     def save(self, folder: Path, stats: BuildStats) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        np.savez(folder / INDEX_FILE, word=self.hashes[WORD], word_owner=self.owners[WORD],
-                 char=self.hashes[CHAR], char_owner=self.owners[CHAR])
+        for kind in (WORD, CHAR):
+            np.save(folder / f"{INDEX_PREFIX}{kind}.npy", self.hashes[kind])
+            np.save(folder / f"{INDEX_PREFIX}{kind}_owner.npy", self.owners[kind])
         meta = {"items": self.items, "lengths": self.lengths, "benchmarks": self.benchmarks,
                 "items_per_benchmark": stats.items, "items_too_short": stats.skipped_short, "ngrams": stats.ngrams}
         (folder / ITEMS_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> DecontamIndex:
-        arrays = np.load(folder / INDEX_FILE)
+        """Memory-mapped: every task of every worker shares the one copy in the page cache."""
         meta = json.loads((folder / ITEMS_FILE).read_text(encoding="utf-8"))
-        return cls({WORD: arrays["word"], CHAR: arrays["char"]},
-                   {WORD: arrays["word_owner"], CHAR: arrays["char_owner"]},
-                   meta["lengths"], [tuple(i) for i in meta["items"]], meta["benchmarks"])
+        hashes = {k: np.load(folder / f"{INDEX_PREFIX}{k}.npy", mmap_mode="r") for k in (WORD, CHAR)}
+        owners = {k: np.load(folder / f"{INDEX_PREFIX}{k}_owner.npy", mmap_mode="r") for k in (WORD, CHAR)}
+        return cls(hashes, owners, meta["lengths"], [tuple(i) for i in meta["items"]], meta["benchmarks"])
 
     def _lookup(self, kind: str, units: np.ndarray) -> np.ndarray:
         table = self.hashes[kind]

@@ -136,11 +136,15 @@ def _prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
              progress: Progress | None) -> PrepareResult:
     start = time.perf_counter()
     jobs = []
+    indexes: dict[str, tuple[decontam.DecontamIndex, decontam.BuildStats]] = {}
     for cfg in configs:
         plan = make_plan(cfg, Path(input_root), Path(out_root), single=len(configs) == 1)
         claim_work_dir(cfg, plan)
-        if cfg.decontam.enabled:  # once here, memory-mapped by every task
-            index, build = decontam.DecontamIndex.build(cfg.decontam)
+        if cfg.decontam.enabled:  # built here once per setting, memory-mapped by every task
+            key = json.dumps(config_to_dict(cfg.decontam), sort_keys=True)
+            if key not in indexes:
+                indexes[key] = decontam.DecontamIndex.build(cfg.decontam)
+            index, build = indexes[key]
             index.save(Path(plan.work_dir), build)
         jobs.append((cfg, plan))
     submitted = execute(jobs, Path(out_root) / WORK_DIR / "prepare.log", progress)

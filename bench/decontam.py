@@ -1,0 +1,125 @@
+"""Cost of decontamination against 100k benchmark items: `flm data prepare` on the sample, off vs on, same run.
+
+Generates an English (word n-grams) and a Chinese (character n-grams) evaluation set, 100k items in
+all by default, with sentences drawn from the sample corpus's own words and characters (so lookups
+hit the index's neighbourhood, not an empty one), plus the bundled data/sample/eval sets (whose
+planted items must be found). Then runs the default pile and wudao pipelines with ONE worker on
+data/sample/raw, decontamination off and on, alternating, and compares wall time and CPU time (this
+process, which builds the index, and the pipeline's child process). The target (issue 21): at most
+20% slower with 100k items. Prints ONE JSON line.
+
+    python bench/decontam.py [--items 100000] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zstandard
+
+from flm.config import find_config, load_config
+from flm.pipelines.config import BenchmarkConfig, DecontamConfig, PipelineConfig
+from flm.pipelines.prepare import prepare
+from flm.pipelines.prepare.decontam import DecontamIndex
+from flm.recipe.run import sample_eval_sets
+
+SOURCES = ("pile", "wudao")
+RAW = Path("data/sample/raw")
+
+
+def sample_vocabulary(raw: Path) -> tuple[list[str], str]:
+    words: list[str] = []
+    for path in sorted((raw / "pile").glob("*.jsonl.zst")):
+        with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as reader:
+            for line in reader.read().decode("utf-8").splitlines()[::5]:
+                words += re.findall(r"[A-Za-z]+", json.loads(line)["text"])
+    chars = "".join(re.findall(r"[\u4e00-\u9fff]", "".join(
+        r["content"] for p in sorted((raw / "wudao").glob("*.json")) for r in json.loads(p.read_text("utf-8"))[::5])))
+    return words, chars
+
+
+def write_items(folder: Path, count: int) -> list[BenchmarkConfig]:
+    rng = random.Random(0)
+    words, chars = sample_vocabulary(RAW)
+    english, chinese = count * 3 // 4, count - count * 3 // 4
+    with (folder / "synthetic_en.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(english):
+            question = " ".join(rng.choice(words) for _ in range(rng.randint(15, 45)))
+            fh.write(json.dumps({"id": f"en{i}", "question": question, "answer": rng.choice(words)}) + "\n")
+    with (folder / "synthetic_zh.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(chinese):
+            question = "".join(rng.choice(chars) for _ in range(rng.randint(25, 70)))
+            fh.write(json.dumps({"id": f"zh{i}", "question": question}, ensure_ascii=False) + "\n")
+    return [*sample_eval_sets(),
+            BenchmarkConfig(name="synthetic_en", path=str(folder / "synthetic_en.jsonl"),
+                            fields=["question", "answer"], id_field="id", language="en"),
+            BenchmarkConfig(name="synthetic_zh", path=str(folder / "synthetic_zh.jsonl"),
+                            fields=["question"], id_field="id", language="zh")]
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (the index is built here) and of its finished children (the pipeline)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def run_once(benchmarks: list[BenchmarkConfig] | None, out: Path) -> dict:
+    configs = []
+    for source in SOURCES:
+        cfg = load_config(PipelineConfig, find_config(source, "pipelines"), ["executor.workers=1"])
+        if benchmarks:
+            cfg.decontam.enabled, cfg.decontam.benchmarks = True, benchmarks
+        configs.append(cfg)
+    cpu, start = cpu_seconds(), time.perf_counter()
+    result = prepare(configs, RAW, out)
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    dropped = result.totals.dropped
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "docs_kept": result.totals.docs_kept,
+            "decontam_dropped": {k: v for k, v in dropped.items() if k.startswith("decontam/")}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        benchmarks = write_items(Path(tmp), args.items)
+        start = time.perf_counter()
+        _, stats = DecontamIndex.build(DecontamConfig(enabled=True, benchmarks=benchmarks))
+        build_s = time.perf_counter() - start
+        off, on = [], []
+        for r in range(args.repeats):
+            off.append(run_once(None, Path(tmp) / f"off{r}"))
+            on.append(run_once(benchmarks, Path(tmp) / f"on{r}"))
+    best_off = min(off, key=lambda x: x["cpu_s"])
+    best_on = min(on, key=lambda x: x["cpu_s"])
+    out = {
+        "bench": "decontam",
+        "metric": "flm data prepare on the sample, 1 worker: decontamination on (100k items) vs off, same run",
+        "items": sum(stats.items.values()), "ngrams_indexed": stats.ngrams, "index_build_s": round(build_s, 2),
+        "off": best_off, "on": best_on,
+        "slowdown_cpu": round(best_on["cpu_s"] / best_off["cpu_s"] - 1, 3),
+        "slowdown_wall": round(min(x["wall_s"] for x in on) / min(x["wall_s"] for x in off) - 1, 3),
+        "target": "slowdown <= 0.20",
+        "runs": {"off": off, "on": on},
+        "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+    }
+    print(json.dumps(out, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
