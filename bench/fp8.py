@@ -6,13 +6,16 @@ Subcommands (`run` does check + quality in fresh processes and writes one JSON; 
            (forward, data gradient, weight gradient; bias; an odd token count), saturation of the cast, and
            one 1b layer's four linears, forward + backward at 16,384 tokens, timed in bf16 and in fp8.
   breakdown  per GEMM and per cast of one 1b layer, bf16 against fp8, and a profile of the fp8 layer step.
+  resume   (--resume-check) the 125m stage in fp8, 20 steps straight and resumed from its step-10 checkpoint.
   quality  the 125m stage from one init on the bundled sample tokens, N steps in bf16 and then in fp8
            (same data order): validation losses, the loss curves, and the largest jump of the training
            loss over its minimum of the previous 20 steps (a spike).
 
     python bench/fp8.py run --mixture .gpu_data/fx/mixture.yaml --work /tmp/fp8 --out $OUT/fp8-run.json
+    python bench/fp8.py run --mixture .gpu_data/fx/mixture.yaml --out $OUT/fp8-resume.json --skip-check \\
+        --skip-quality --resume-check
     python bench/fp8.py report --run fp8-run.json --speed train_throughput-h200-2026-12-01.json \\
-        --out bench/results/fp8-h200-2026-12-01.json
+        --resume fp8-resume.json --out bench/results/fp8-h200-2026-12-01.json
 """
 
 from __future__ import annotations
@@ -202,7 +205,7 @@ def breakdown(table_path: Path | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ quality
 
 
-def phase(stage: str, mixture: Path, run_dir: Path, steps: int, overrides: list[str]) -> None:
+def phase(stage: str, mixture: Path, run_dir: Path, steps: int, overrides: list[str], resume: str = "none") -> None:
     """One training run in this process (what `flm train` does), logging to run_dir/metrics.jsonl."""
     import logging
 
@@ -214,7 +217,7 @@ def phase(stage: str, mixture: Path, run_dir: Path, steps: int, overrides: list[
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage_cfg = load_config(StageConfig, find_config(stage, "stages"), overrides)
     started = time.perf_counter()
-    result = train(stage_cfg, load_config(MixtureConfig, mixture), run_dir, steps=steps, resume="none")
+    result = train(stage_cfg, load_config(MixtureConfig, mixture), run_dir, steps=steps, resume=resume)
     (run_dir / "result.json").write_text(json.dumps({**result.__dict__, "wall_s": time.perf_counter() - started},
                                                     default=str) + "\n")
 
@@ -252,17 +255,39 @@ def quality(mixture: Path, work: Path, steps: int, stage: str) -> dict[str, Any]
             "runs": runs}
 
 
+def resume_check(mixture: Path, work: Path, stage: str, steps: int = 20) -> dict[str, Any]:
+    """fp8 keeps no state: a run resumed from its step-steps/2 checkpoint continues the straight run's curve (up to
+    the GPU's own nondeterminism, which bf16 shows as well: bench/results/train_1b-h200-2026-11-30.json)."""
+    from flm.train.trainer.metrics import read_metrics
+
+    half = steps // 2
+    sets = [*QUALITY, "model.precision=fp8", f"train.save_every={half}", "train.eval_every=0", "train.keep_last=2"]
+    straight, resumed = work / "resume-straight", work / "resume-resumed"
+    for path in (straight, resumed):
+        shutil.rmtree(path, ignore_errors=True)
+    for run_dir, resume in ((straight, "none"), (resumed, str(straight / "checkpoints" / f"step-{half}"))):
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "phase", "--resume", resume, stage, str(mixture),
+                        str(run_dir), str(steps), *sets], check=True)
+    a = {r["step"]: r["loss"] for r in read_metrics(straight / "metrics.jsonl")}
+    b = {r["step"]: r["loss"] for r in read_metrics(resumed / "metrics.jsonl")}
+    diffs = [abs(a[s] - b[s]) for s in range(half + 1, steps + 1)]
+    return {"stage": stage, "steps": steps, "resume_at": half, "resumed_steps": sorted(b),
+            "max_abs_loss_diff_after_resume": max(diffs), "bit_identical_after_resume": max(diffs) == 0.0,
+            "straight": [a[s] for s in sorted(a)], "resumed": [b[s] for s in sorted(b)]}
+
+
 # ------------------------------------------------------------------------------------------- report
 
 
-def report(run: dict[str, Any], speed: dict[str, Any], out: Path, command: str) -> dict[str, Any]:
+def report(run: dict[str, Any], speed: dict[str, Any], out: Path, command: str,
+           resume: dict[str, Any] | None = None) -> dict[str, Any]:
     q = run["quality"]
     fp8 = speed.get("fp8") or {}
     result = {
         "bench": "fp8",
         "device": run["device"],
         "command": command,
-        "commands": {"run": run["command"], "speed": speed["command"]},
+        "commands": {"run": run["command"], "speed": speed["command"], "resume": resume and resume["command"]},
         "date": time.strftime("%Y-%m-%d"),
         "torch": run["torch"],
         "fp8_speedup_vs_bf16": fp8.get("speedup_vs_bf16"),
@@ -281,6 +306,7 @@ def report(run: dict[str, Any], speed: dict[str, Any], out: Path, command: str) 
                                       "fp8": (fp8.get("run") or {}).get("peak_memory_gib")},
                   "source": "bench/train_throughput.py --fp8 (same run, same shape: the 1b stage at vocab 100256)"},
         "check": run["check"],
+        "resume": resume and resume["resume"],
         "quality": {k: v for k, v in q.items() if k != "runs"} | {
             "runs": {n: {k: v for k, v in r.items() if k not in ("curve", "val_curve")} for n, r in q["runs"].items()}},
         "curves": {n: {"train": r["curve"], "val": r["val_curve"]} for n, r in q["runs"].items()},
@@ -323,11 +349,14 @@ def main() -> None:
     p.add_argument("--stage", default="125m")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--resume-check", action="store_true", help="also: fp8 run resumed from a checkpoint")
+    p.add_argument("--skip-check", action="store_true")
     q = sub.add_parser("phase")
     q.add_argument("stage")
     q.add_argument("mixture", type=Path)
     q.add_argument("run_dir", type=Path)
     q.add_argument("steps", type=int)
+    q.add_argument("--resume", default="none")
     q.add_argument("overrides", nargs="*")
     b = sub.add_parser("breakdown")
     b.add_argument("--out", type=Path, required=True)
@@ -336,23 +365,30 @@ def main() -> None:
     r.add_argument("--run", type=Path, required=True)
     r.add_argument("--speed", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--resume", type=Path, help="a `run --resume-check` result to include")
     args = parser.parse_args()
     command = "python bench/fp8.py " + " ".join(sys.argv[1:])
     if args.cmd == "breakdown":
         args.out.write_text(json.dumps(breakdown(args.table), indent=1) + "\n")
         print(args.out.read_text())
     elif args.cmd == "phase":
-        phase(args.stage, args.mixture, args.run_dir, args.steps, args.overrides)
+        phase(args.stage, args.mixture, args.run_dir, args.steps, args.overrides, args.resume)
     elif args.cmd == "report":
-        report(json.loads(args.run.read_text()), json.loads(args.speed.read_text()), args.out, command)
+        report(json.loads(args.run.read_text()), json.loads(args.speed.read_text()), args.out, command,
+               json.loads(args.resume.read_text()) if args.resume else None)
     else:
         import torch
 
         out: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "command": command}
-        out["check"] = check()
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out) + "\n")
-        print(json.dumps({"check": out["check"]}), flush=True)
+        if not args.skip_check:
+            out["check"] = check()
+            args.out.write_text(json.dumps(out) + "\n")
+            print(json.dumps({"check": out["check"]}), flush=True)
+        if args.resume_check:
+            out["resume"] = resume_check(args.mixture, args.work, args.stage)
+            args.out.write_text(json.dumps(out) + "\n")
+            print(json.dumps({k: v for k, v in out["resume"].items()}), flush=True)
         if not args.skip_quality:
             out["quality"] = quality(args.mixture, args.work, args.steps, args.stage)
             args.out.write_text(json.dumps(out) + "\n")
