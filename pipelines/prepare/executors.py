@@ -89,24 +89,31 @@ NEVER_SATISFIED = "DependencyNeverSatisfied"
 
 
 def still_queued(job_ids: list[str]) -> list[str]:
-    """Those of `job_ids` that Slurm still lists as able to run; [] when squeue cannot tell.
+    """Those of `job_ids` (a chain, each after the one before) that Slurm still lists as able to run; [] when
+    squeue cannot tell.
 
-    A job waiting on a dependency that can never be satisfied (a task of an earlier stage was cancelled
-    or failed) would wait forever: it is cancelled here, since the rerun submits its tasks again.
+    A job waiting on a dependency that can never be met (a task of an earlier stage was cancelled or
+    failed), and every job of the chain waiting behind it, would wait forever: they are cancelled here,
+    since the rerun submits their tasks again.
     """
     try:
         listed = subprocess.run(["squeue", "-h", "-o", "%i %r", "-t", ACTIVE_STATES, "-j", ",".join(job_ids)],
                                 capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
     except (OSError, subprocess.TimeoutExpired):
         return []
-    active, stuck = set(), set()
+    reasons: dict[str, set[str]] = {}
     for line in listed:
         entry, _, reason = line.partition(" ")
-        job = entry.split("_")[0]  # array tasks show as <id>_<task> or <id>_[<range>]
-        (stuck if reason.strip() == NEVER_SATISFIED else active).add(job)
-    if stuck := sorted(stuck - active):
+        reasons.setdefault(entry.split("_")[0], set()).add(reason.strip())  # array tasks: <id>_<task>, <id>_[...]
+    active, stuck = [], []
+    for job in (j for j in job_ids if j in reasons):
+        if NEVER_SATISFIED in reasons[job] or (stuck and reasons[job] == {"Dependency"}):
+            stuck.append(job)
+        else:
+            active.append(job)
+    if stuck:
         subprocess.run(["scancel", *stuck], capture_output=True, timeout=60, check=False)
-    return [job for job in job_ids if job in active]
+    return active
 
 
 def refuse_if_queued(folder: Path) -> None:
