@@ -21,9 +21,12 @@ Phases, each a fresh process (allocator state and compiled graphs of one do not 
              kernels (fast), bf16 without them (plain) and fp32 without them (full-precision matmuls):
              the fast path must stay within bf16 tolerance of the fp32 reference.
 FLOPs per token: 6·N + 12·L·h·s (flm.train.model.size.flops_per_token; N includes the output head). MFU is
-against 989 TFLOP/s (H100 SXM dense bf16). Prints ONE JSON line and writes it to --out.
+against 989 TFLOP/s (H100 / H200 SXM dense bf16; fp8 runs are counted on the same bf16-equivalent FLOPs).
+Prints ONE JSON line and writes it to --out.
 
     python bench/train_throughput.py run --out bench/results/train_throughput-h100-2026-11-23.json
+    python bench/train_throughput.py run --flm-micro 8 16 --fp8 --hf-micro 16 8 --profile --skip-loss-check \
+        --steps 5 --warmup 2 --out bench/results/train_throughput-h200-2026-12-01.json   # H200: micro-batches, fp8
     python bench/train_throughput.py run --tiny --out /tmp/tt.json     # CPU smoke test of the script
 """
 
