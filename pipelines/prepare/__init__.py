@@ -1,4 +1,5 @@
-"""`flm data prepare` on datatrove: read, normalize, language id, quality filters, exact + MinHash dedup, shards.
+"""`flm data prepare` on datatrove: read, normalize, decontaminate, language id, quality filters, PII redaction,
+exact + MinHash dedup, shards; optionally an audit trail of every dropped document.
 
 Entry point: `prepare(configs, input_root, out_root, progress)` (run.py). Stages are assembled from
 a `PipelineConfig` (assembly.py) and run by datatrove's executors (executors.py) in a child

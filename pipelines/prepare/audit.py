@@ -45,17 +45,14 @@ class AuditWriter(JsonlWriter):
 
     name = "🗂️ dropped documents"
 
-    def __init__(self, clean_dir: str, step: str, cfg: AuditConfig, prefix: str = "", reason: str = "") -> None:
+    def __init__(self, clean_dir: str, step: str, cfg: AuditConfig, reason: str = "") -> None:
         super().__init__(f"{clean_dir}/{DROPPED_DIR}/{step}", output_filename="${rank}.jsonl.zst",
                          compression="zstd", adapter=_audit_record)
         self.cfg = cfg
-        self.prefix = prefix
-        """Prepended to the filter's own reason (datatrove filters inside a step say only their part)."""
         self.reason = reason
 
     def write(self, document: Document, rank: int = 0, **kwargs: Any) -> None:
-        reason = self.prefix + document.metadata.get(REASON_KEY, "") if document.metadata.get(REASON_KEY) \
-            else self.reason
+        reason = document.metadata.get(REASON_KEY) or self.reason
         document.metadata[REASON_KEY] = reason
         if sampled(document.id, reason, self.cfg):
             super().write(document, rank, **kwargs)
