@@ -46,12 +46,23 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a stage key, e.g. optim.lr=1e-3.")] = None,
     resume: Annotated[str, typer.Option(help="latest (the run dir's newest checkpoint), none, or a path.")] = "latest",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan: params, memory, FLOPs, command.")] = False,
+    launcher: Annotated[str, typer.Option(
+        "--launcher", help="With --dry-run: torchrun (print the launch line) or slurm (write RUN_DIR/train.sbatch: "
+        "nodes, GPUs, srun + torchrun rendezvous, requeue with resume on preemption).")] = "torchrun",
+    partition: Annotated[str, typer.Option("--partition", help="Slurm partition of --launcher slurm.")] = "",
     json_: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Train a stage (tiny ... 101b) on a mixture with megatron-core; resumes from the run dir."""
     from flm.train.config import StageConfig
 
     stage_cfg = load_config(StageConfig, find_config(stage, "stages"), set_ or [])
+    if launcher not in ("torchrun", "slurm"):
+        fail(f"--launcher must be torchrun or slurm, got {launcher!r}")
+    if dry_run and launcher == "slurm":
+        if mixture is None or run_dir is None:
+            fail("--launcher slurm writes a ready script: it needs --mixture and --run-dir")
+        _slurm_script(stage_cfg, stage, mixture, run_dir, set_ or [], partition, json_)
+        return
     if dry_run:
         _dry_run(stage_cfg, json_)
         return
@@ -69,6 +80,18 @@ def _dry_run(stage_cfg: Any, json_: bool) -> None:
         return
     for key, value in plan.items():  # unwrapped: the torchrun line is copied as it is
         echo(f"[bold]{key}[/]: {escape(str(value))}")
+
+
+def _slurm_script(stage_cfg: Any, stage: str, mixture: Path, run_dir: Path, overrides: list[str], partition: str,
+                  json_: bool) -> None:
+    from flm.train.distributed.slurm_launch import sbatch_script, write_sbatch_script
+
+    path = write_sbatch_script(run_dir / "train.sbatch",
+                               sbatch_script(stage_cfg, stage, mixture, run_dir, overrides, partition=partition))
+    if json_:
+        emit_json({"sbatch_script": str(path), "submit": f"sbatch {path}"})
+        return
+    echo(f"wrote {escape(str(path))}; submit it with: sbatch {escape(str(path))}")
 
 
 def _train(stage_cfg: Any, mixture: Path, run_dir: Path, steps: int | None, resume: str, json_: bool) -> None:
