@@ -301,6 +301,22 @@ def test_flm_eval_propositions_reports_accuracy_per_task(teacher_mixture: Path, 
                                      str(teacher_mixture.parent / "lang")])
     assert wrong.exit_code == 1 and "not proposition shards" in wrong.output
 
+    # the exported model judges propositions with its ordinary logits, as its model card says
+    import transformers
+
+    from flm.train.export.huggingface import export_checkpoint
+
+    export_checkpoint(Path(trained["checkpoint"]), tmp_path / "hf", dtype="fp32")
+    assert "Judging propositions" in (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=True).eval()
+    shards = PropositionShards(teacher_mixture.parent / "valid")
+    right = []
+    with torch.no_grad():
+        for i in range(len(shards)):
+            logits = hf(torch.from_numpy(shards.tokens(i).astype(np.int64))[None]).logits[0, -1]
+            right.append(bool(logits[TRUE] > logits[FALSE]) == bool(shards.labels[i]))
+    assert abs(float(np.mean(right)) - report["accuracy"]) < 1e-9
+
 
 # ---------------------------------------------------------------- the quickstart's teacher stage and the model card
 
