@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flm.cli.render import console, emit_json, err_console, fail, progress_bars
-from flm.recipe.plot import human
+from flm.recipe.plot import human, percent_change
 
 
 def run(
@@ -94,7 +94,7 @@ def render_summary(summary: dict[str, Any]) -> None:
         sizes = (f"{human(g['params_before'])} -> {human(g['params_after'])} params, "
                  if g.get("params_before") else "")
         table.add_row("growth continuity", f"{sizes}val loss {g['val_loss_before']:.4f} -> {g['val_loss_after']:.4f} "
-                                           f"({g['relative_change'] * 100:.3f}% change, the same {held_out})")
+                                           f"({percent_change(g['relative_change'])}, the same {held_out})")
     for run, accuracy in (summary.get("teacher_accuracy") or {}).items():
         table.add_row(f"teacher ({run})", f"held-out propositions judged right: {accuracy:.1%}")
     model = summary.get("generation_model") or {}

@@ -43,10 +43,8 @@ class Growth:
         return (self.val_after - self.val_before) / self.val_before
 
     def continuity(self) -> str:
-        """'5.9299 -> 5.9299 (-1.2e-06%)': a tiny change keeps its digits instead of reading as 0.000%."""
-        pct = self.change * 100
-        change = f"{pct:+.1e}%" if abs(pct) < 0.01 else f"{pct:+.3f}%"
-        return f"{self.val_before:.4f} -> {self.val_after:.4f} ({change})"
+        """'5.9299 -> 5.9299 (-1.2e-06%)'."""
+        return f"{self.val_before:.4f} -> {self.val_after:.4f} ({percent_change(self.change)})"
 
 
 @dataclass
@@ -55,6 +53,14 @@ class LossStory:
     curves: list[Curve]
     growth: Growth | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def percent_change(change: float) -> str:
+    """A relative change as a percentage that keeps a tiny change's digits (-1.2e-06%, not 0.000%)."""
+    if change == 0:
+        return "unchanged"
+    pct = change * 100
+    return f"{pct:+.1e}%" if abs(pct) < 0.01 else f"{pct:+.3f}%"
 
 
 def read_curve(path: Path, key: str = "loss") -> list[tuple[int, float]]:
@@ -130,7 +136,10 @@ def plot_story(story: LossStory, path: Path) -> None:
     ax.legend(fontsize=8, loc="lower left")
     if story.growth is not None:
         g = story.growth
-        inset = ax.inset_axes((0.57, 0.5, 0.4, 0.38))
+        low, high = ax.get_xlim()
+        at = (g.step - low) / (high - low)  # the growth line, in axes coordinates
+        left = at + 0.04 if at + 0.04 <= 0.67 else 0.57  # right of the growth line when it leaves room
+        inset = ax.inset_axes((left, 0.5, 0.97 - left, 0.38))
         _draw(inset, story, colors, legend=False)
         span = max(10, (max(s for c in story.curves for s, _ in c.train) if story.curves else 0) // 12)
         inset.set_xlim(g.step - span, g.step + span)

@@ -365,12 +365,19 @@ class RecipeRun:
         return {"checkpoint": str(ckpt), "generations": gens, "params": param_count(meta.load_stage().model),
                 "tokens_seen": meta.tokens_seen}
 
+    def recorded(self, name: str) -> dict[str, Any] | None:
+        """A stage's result: from this run, else as an earlier run recorded it (`--stages` left it out)."""
+        if name in self.results:
+            return self.results[name]
+        marker = self.out / RESULTS_DIR / f"{name}.json"
+        return json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else None
+
     def stage_report(self) -> dict[str, Any]:
         """Loss curves of both runs, growth marked, as numbers and a PNG (flm.recipe.plot)."""
         from flm.recipe.plot import Growth, loss_story, plot_story
 
         t = self.recipe.train
-        grow = self.results.get("grow")
+        grow = self.recorded("grow")
         growth, params = None, {}
         if grow is not None:
             record = grow["record"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flm.recipe.plot import Growth, ema, human, loss_story, plot_story, read_curve
+from flm.recipe.plot import Growth, ema, human, loss_story, percent_change, plot_story, read_curve
 
 
 def write_metrics(path: Path, records: list[dict]) -> Path:
@@ -88,5 +88,6 @@ def test_story_without_growth_still_plots(tmp_path: Path) -> None:
 def test_growth_continuity_and_sizes_read_well() -> None:
     g = Growth(1, "a", "b", 1, 2, val_before=5.0, val_after=5.05, eval_batches=8)
     assert g.continuity() == "5.0000 -> 5.0500 (+1.000%)"
+    assert percent_change(0.0) == "unchanged" and percent_change(-7.3e-9) == "-7.3e-07%"
     assert human(362_112) == "362k" and human(1_320_000) == "1.32M" and human(101_000_000_000) == "101B"
     assert human(512) == "512" and human(None) == "?"

@@ -122,6 +122,6 @@ def test_quickstart_summary_labels_its_figures(monkeypatch: pytest.MonkeyPatch) 
     run_cmd.render_summary(summary)
     out = wide.file.getvalue()
     assert "training loss 5.9100 (last step), val loss 5.9299 (16 held-out batches)" in out
-    assert "362k -> 1.32M params, val loss 5.9299 -> 5.9299 (0.000% change, the same 16 held-out batches)" in out
+    assert "362k -> 1.32M params, val loss 5.9299 -> 5.9299 (+1.0e-06%, the same 16 held-out batches)" in out
     assert "from a 1.32M-parameter model that has read 1.02M tokens: expect noise, not sentences" in out
     assert "The Debian package ↵ ↵ manager [x]" in out
