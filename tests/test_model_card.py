@@ -107,4 +107,4 @@ def test_card_names_the_shipped_tokenizer(tmp_path: Path) -> None:
     card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
     assert (f"byte-level BPE (hf backend), {meta.vocab_size:,} tokens, sha256 `{meta.content_hash[:16]}`, the one "
             f"the model was trained with (`{meta.content_hash[:16]}`)") in card
-    assert 'tokenizer = AutoTokenizer.from_pretrained("PATH")' in card
+    assert 'tokenizer = AutoTokenizer.from_pretrained("PATH", trust_remote_code=True)' in card  # --format flm

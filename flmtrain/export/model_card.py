@@ -119,8 +119,9 @@ def model_card(meta: CheckpointMeta, cfg: ModelConfig, checkpoint: Path, *, fmt:
         *teacher_card(meta.mixture),
         "## Tokenizer", "", *_tokenizer(tokenizer, meta), "",
         "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+        "# PATH: this folder (or where it was uploaded)",
         f'model = AutoModelForCausalLM.from_pretrained("PATH"{remote})',
-        'tokenizer = AutoTokenizer.from_pretrained("PATH")' if tokenizer is not None else
+        f'tokenizer = AutoTokenizer.from_pretrained("PATH"{remote})' if tokenizer is not None else
         "# no tokenizer was exported with this model", "```", "",
         "## Provenance", "",
         f"- flm {flm_version()}",
