@@ -199,9 +199,11 @@ def tokenize(
         table.add_row(name, str(s.shards), f"{s.documents:,}", f"{s.tokens:,}", f"{s.text_bytes / 1e6:,.1f}",
                       ", ".join(f"{k} {v}" for k, v in s.skipped.items() if v) or "0")
     console.print(table)
-    console.print(f"{run.shards_written} shards written, {run.shards_skipped} already done; "
-                  f"{run.mb_per_s:.2f} MB/s, {run.tokens_per_s / 1e6:.2f}M tokens/s with {run.engine} "
-                  f"({workers} workers, {run.seconds:.1f}s)", highlight=False)
+    where = f"{workers} workers" if run.executor == "local" else f"on {run.executor}"
+    rate = (f"{run.mb_per_s:.2f} MB/s, {run.tokens_per_s / 1e6:.2f}M tokens/s with {run.engine} ({where}, "
+            if run.run_text_bytes else f"nothing encoded by this command ({run.engine}, ")
+    console.print(f"{run.shards_written} shards written, {run.shards_skipped} already done; {rate}"
+                  f"{run.seconds:.1f}s)", highlight=False)
 
 
 def inspect(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,10 +70,19 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         assert stop.returncode == 0, stop.stdout + stop.stderr
 
 
+def _client(env: dict[str, str], *command: str) -> str:
+    """Run a Slurm client command; its stdout."""
+    for _ in range(5):  # a client dies of SIGPIPE now and then when slurmctld, under load, drops its connection
+        proc = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+        if proc.returncode >= 0:
+            break
+        time.sleep(1)
+    assert proc.returncode == 0, f"{' '.join(command)}: {proc.stderr}"
+    return proc.stdout
+
+
 def _squeue(env: dict[str, str], *args: str) -> list[str]:
-    out = subprocess.run(["squeue", "-h", *args], env={**os.environ, **env}, capture_output=True, text=True,
-                         check=True).stdout
-    return out.splitlines()
+    return _client(env, "squeue", "-h", *args).splitlines()
 
 
 def _job_ids(env: dict[str, str]) -> set[str]:
@@ -85,8 +96,7 @@ def _idle(env: dict[str, str]) -> bool:
 
 def _node(env: dict[str, str], state: str) -> None:
     """Drain the node (jobs stay queued, so a rerun meets them queued) or resume it."""
-    subprocess.run(["scontrol", "update", "NodeName=flm-node", f"State={state}", "Reason=flm-test"],
-                   env={**os.environ, **env}, check=True)
+    _client(env, "scontrol", "update", "NodeName=flm-node", f"State={state}", "Reason=flm-test")
 
 
 def _cancel_first_task_once_running(env: dict[str, str], job: str) -> None:
@@ -95,7 +105,7 @@ def _cancel_first_task_once_running(env: dict[str, str], job: str) -> None:
     task = f"{job}_0"
     _node(env, "RESUME")
     wait_for(lambda: task in _squeue(env, "-t", "RUNNING", "-o", "%i"), 120, f"task {task} to start", poll=0.05)
-    subprocess.run(["scancel", task], env={**os.environ, **env}, check=True)
+    _client(env, "scancel", task)
 
 
 def _rerun_while_queued_submits_nothing(args: list[object], env: dict[str, str], submitted: list[str]) -> None:
@@ -149,3 +159,40 @@ def test_tokenize_on_slurm_matches_local(slurm: dict[str, str], tmp_path: Path,
     done = flm_json(*args, env=slurm)["tokenize"]
     assert done["submitted_jobs"] == [] and done["shards_written"] == 1
     assert_same_tokens(out, want / "tokens")
+
+
+def test_train_sbatch_script_runs_and_resumes_after_requeue(slurm: dict[str, str], tmp_path: Path,
+                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The script of `flm train --dry-run --launcher slurm` trains the tiny stage on CPU through Slurm; the
+    warning signal mid-run (SIGUSR1, as before a time limit or preemption) saves, requeues, and the requeued
+    job resumes from that checkpoint and finishes."""
+    want = reference(tmp_path_factory)
+    mixture = tmp_path / "mixture.yaml"
+    mixture.write_text(json.dumps({"seq_len": 32, "seed": 7, "valid_fraction": 0.02,
+                                   "cache_dir": str(tmp_path / "index"),
+                                   "sources": [{"name": "pile", "path": str(want / "tokens" / "pile")}]}))
+    run_dir, steps = tmp_path / "run", 120  # long enough that the signal lands mid-run on a quiet machine
+    overrides = ["train.device=cpu", f"train.steps={steps}", "train.global_batch=4", "train.micro_batch=2",
+                 "train.save_every=5", "train.keep_last=2", "train.eval_every=0", "train.log_every=1",
+                 "optim.warmup_steps=2"]
+    written = flm_json("train", "--stage", "tiny", "--dry-run", "--launcher", "slurm", "--mixture", mixture,
+                       "--run-dir", run_dir, *[a for kv in overrides for a in ("--set", kv)])
+    script = Path(written["sbatch_script"])
+    text = script.read_text()
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@120" in text and "srun" in text
+    assert "--gpus-per-node" not in text  # train.device=cpu asks for no GPU
+    job = _client(slurm, "sbatch", "--parsable", str(script)).strip()
+    checkpoints = run_dir / "checkpoints"
+    wait_for(lambda: list(checkpoints.glob("step-*")), 300, "the first checkpoint")
+    _client(slurm, "scancel", "--batch", "--signal=USR1", job)
+    # Slurm holds a requeued job for a while (BeginTime, about 2 minutes); let it start now.
+    wait_for(lambda: "BeginTime" in " ".join(_squeue(slurm, "-o", "%i %r")), 120, "the job to be requeued")
+    _client(slurm, "scontrol", "update", f"JobId={job}", "StartTime=now")
+    wait_for(lambda: not _squeue(slurm), 600, "the requeued job to finish")
+    log = (run_dir / f"slurm-{job}.out").read_text()
+    first, marker, second = log.partition(f"flm: job {job} (restart 1)")
+    assert marker and "flm: SIGUSR1" in first, log
+    saved = re.search(r"interrupted; saved step (\d+)/", first)
+    finished = re.search(rf"trained step {steps}/{steps} \(from (\d+)\)", second)
+    assert saved and finished and finished.group(1) == saved.group(1) != "0", f"no resume from the saved step: {log}"
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*"))[-1] == f"step-{steps}"

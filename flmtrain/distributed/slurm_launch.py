@@ -1,8 +1,9 @@
 """The sbatch script of a training run: one srun task per node, each a torchrun agent; requeued on preemption.
 
 Slurm sends the batch shell SIGUSR1 `signal_lead_s` seconds before the time limit (or when the job is
-preempted, where the cluster is configured so); the script passes SIGTERM on to the training processes,
-which finish the step they are in, save a checkpoint and exit, and then requeues the job. The requeued
+preempted, where the cluster is configured so); the script sends SIGTERM to the job's steps (not to srun,
+which would end the step after KillWait seconds): torchrun passes it to every rank, and training saves a
+checkpoint and exits; then the script requeues the job. The requeued
 job runs the same script, and `flm train --resume latest` continues from that checkpoint.
 """
 
@@ -49,7 +50,7 @@ def sbatch_script(stage: StageConfig, stage_arg: str, mixture: Path, run_dir: Pa
              'echo "flm: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST"',
              "requeue() {  # the time limit or a preemption is near: save, stop, and come back",
              '  echo "flm: SIGUSR1: stopping training at a checkpoint, then requeueing job $SLURM_JOB_ID"',
-             '  kill -TERM "$train_pid"  # srun passes it to torchrun, torchrun to every rank',
+             '  scancel --signal=TERM "$SLURM_JOB_ID"  # every step but this shell: torchrun, which passes it on',
              '  wait "$train_pid"',
              '  scontrol requeue "$SLURM_JOB_ID"',
              "  exit 0",

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
@@ -96,11 +97,16 @@ def still_queued(job_ids: list[str]) -> list[str]:
     failed), and every job of the chain waiting behind it, would wait forever: they are cancelled here,
     since the rerun submits their tasks again.
     """
+    command = ["squeue", "-h", "-o", "%i %r", "-t", ACTIVE_STATES, "-j", ",".join(job_ids)]
     try:
-        listed = subprocess.run(["squeue", "-h", "-o", "%i %r", "-t", ACTIVE_STATES, "-j", ",".join(job_ids)],
-                                capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
+        for _ in range(5):  # squeue dies of SIGPIPE now and then when slurmctld drops its connection: ask again
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+            if proc.returncode >= 0:
+                break
+            time.sleep(1)
     except (OSError, subprocess.TimeoutExpired):
         return []
+    listed = proc.stdout.splitlines()
     reasons: dict[str, set[str]] = {}
     for line in listed:
         entry, _, reason = line.partition(" ")
