@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,24 +96,38 @@ def encode_on_cluster(todo: list[tuple[ShardTask, int]], books: Books, out_dir: 
     tokenizer = books.tokenizer
     stage = _stage(todo, out_dir, tokenizer.directory, tokenizer.engine == "tiktoken", batch_docs, cfg)
     total_bytes = sum(task.inputs[i][1] for task, i in todo)
-    if cfg.kind == "slurm":
-        try:
-            return run_stages([stage], cfg, cfg.slurm.job_name)
-        except PrepareError as err:
-            raise TokenizeError(str(err)) from err
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(todo, total_bytes, progress, stop), daemon=True)
-    watcher.start()
+    if cfg.kind == "ray":
+        watcher.start()
     try:
-        run_stages([stage], cfg, cfg.slurm.job_name)
+        with _log_to(work_dir(out_dir) / "submit.log"):
+            job_ids = run_stages([stage], cfg, cfg.slurm.job_name)
     except PrepareError as err:
-        raise TokenizeError(str(err)) from err
+        raise TokenizeError(f"{err}; see {work_dir(out_dir) / 'submit.log'}") from err
     finally:
         stop.set()
-        watcher.join()
+        if watcher.is_alive():
+            watcher.join()
+    if cfg.kind == "slurm":
+        return job_ids
     for task, index in todo:
         books.piece_done(task, take_outcome(task, index))
     return []
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """datatrove's log lines (loguru, to stderr by default) go to `path` while a cluster run is submitted or
+    driven from here; the console keeps only flm's own output."""
+    from datatrove.utils.logging import logger, setup_default_logger
+
+    logger.remove()
+    logger.add(path)
+    try:
+        yield
+    finally:
+        setup_default_logger()
 
 
 def take_outcome(task: ShardTask, index: int) -> Outcome:

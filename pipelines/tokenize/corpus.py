@@ -106,7 +106,8 @@ def _tokenize(input_dir: Path, out_dir: Path, tokenizer_dir: Path, workers: int 
         submitted = encode_on_cluster(todo, books, out_dir, batch_docs, executor, progress)
     if not submitted:
         shutil.rmtree(work_dir(out_dir), ignore_errors=True)  # every piece is recorded: the cluster's files go
-    result = _summarize(out_dir, tokenizer, books, len(tasks) - books.written, time.perf_counter() - start)
+    finished_before = sum(map(len, books.shards.values())) - books.written
+    result = _summarize(out_dir, tokenizer, books, finished_before, time.perf_counter() - start)
     result.executor, result.submitted_jobs = executor.kind, submitted
     return result
 
