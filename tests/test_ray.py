@@ -38,8 +38,9 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     except ImportError:
         unavailable("Ray is not installed: pip install 'flm[ray]'")
     node = {"node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "num_cpus": 0, "include_dashboard": False})
+    cluster = Cluster()
     try:
+        cluster.add_node(**node, num_cpus=0, include_dashboard=False)  # the head: schedules, runs no task
         for _ in range(2):
             cluster.add_node(**node, num_cpus=1)
         yield {"RAY_ADDRESS": cluster.address}
