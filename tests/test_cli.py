@@ -23,8 +23,8 @@ CommandTree = dict[str, "CommandTree | None"]
 
 EXPECTED_TREE: CommandTree = {
     "data": {"download": None, "prepare": None, "train-tokenizer": None, "tokenize": None, "inspect": None,
-             "mix-report": None},
-    "config": {"show": None},
+             "mix-report": None, "propositions": None},
+    "config": {"show": None, "list": None, "fields": None},
     "train": None,
     "eval": None,
     "grow": None,
