@@ -43,7 +43,7 @@ from flm.train.checkpoint.rng import rng_state
 from flm.train.config import StageConfig
 from flm.train.data.config import MixtureConfig, mixture_record
 from flm.train.data.mixture import open_mixture
-from flm.train.distributed.collectives import all_reduce_sum, data_parallel, rank, world_size
+from flm.train.distributed.collectives import all_reduce_sum, all_reduce_tensor, data_parallel, rank, world_size
 from flm.train.distributed.parallel import ParallelInfo, distributed
 from flm.train.distributed.params import whole_model_params
 from flm.train.engine import make_engine
@@ -282,6 +282,7 @@ class Trainer:
         return last
 
     def _save(self) -> Path:
+        self.engine.sync_params()
         state = {"step": self.step, "skipped_steps": self.skipped, "scheduler": self.schedule.state_dict(),
                  "schedule_offset": self.schedule_offset,
                  "data": {**self.loader.state_dict(), "consumed_samples": self.consumed}}
@@ -315,22 +316,23 @@ class Trainer:
         return path
 
     def _micro_batches(self, stop: _StopOnSignal) -> list[Any] | _MicroBatches:
-        """This step's micro-batches: drawn lazily where the engine takes them one at a time (the CPU engine),
-        else gathered up front; a signal on any rank, between two, interrupts the step on every rank."""
+        """This step's micro-batches: drawn lazily where the engine takes them one at a time (the CPU engine), so
+        that a signal on any rank, between two, interrupts the step on every rank; else gathered up front."""
         def any_rank_stopped() -> bool:
             return all_reduce_sum([float(stop.signum is not None)])[0] > 0
 
         if getattr(self.engine, "streams_micro_batches", False):
             return _MicroBatches(self.batches, self.num_micro, any_rank_stopped)
-        micro = []
-        while len(micro) < self.num_micro and stop.signum is None:
-            micro.append(next(self.batches))
-        if any_rank_stopped():  # one collective per step, so ranks that saw no signal agree
-            raise _StepInterrupted
-        return micro
+        # Gathering is quick; a signal that lands meanwhile is seen by the step's own collective.
+        return [next(self.batches) for _ in range(self.num_micro)]
 
-    def _train_step(self, stop: _StopOnSignal) -> tuple[float, float, float, bool]:
-        """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied).
+    def _train_step(self, stop: _StopOnSignal) -> tuple[float, float, float, bool, bool]:
+        """One optimizer step over a global batch: (lr, loss, grad norm, whether the update was applied, whether
+        any rank was signalled to stop).
+
+        The host waits for the GPU only twice a step: for the gradient norm (clipping needs it) and for one
+        small tensor that a single collective filled with the loss summed over ranks and the ranks signalled,
+        read when the norm's wait has already drained the stream.
 
         _StepInterrupted when a signal stops it midway: weights, optimizer, data position and RNG are then as
         before the step, so the checkpoint saved next is the previous step's, exactly."""
@@ -341,24 +343,27 @@ class Trainer:
         lr = self.schedule.apply(self.engine.param_groups, self.step - self.schedule_offset)
         self.engine.zero_grad()
         try:
-            loss = all_reduce_sum([float(self.engine.forward_backward(micro))])[0] / world_size()
+            local_loss = self.engine.forward_backward(micro)
         except _StepInterrupted:
             set_rng_state(rng)  # the dropped micro-batches' dropout drew from it
             raise
+        signals = all_reduce_tensor([local_loss, float(stop.signum is not None)])
         self.consumed += self.stage.train.global_batch
         grad_norm = self.engine.grad_norm()
+        loss_sum, stopped = signals.tolist()
+        loss = loss_sum / world_size()
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
             self.engine.step(grad_norm, self.stage.optim.clip_grad)
-        return lr, loss, grad_norm, finite
+        return lr, loss, grad_norm, finite, stopped > 0
 
     def _teacher_due(self) -> bool:
         """FreeLM's interleaving: step s (counting from 1) is a teacher step when s % teacher.every == 0."""
         return self.teacher is not None and (self.step + 1) % self.teacher.cfg.every == 0
 
-    def _teacher_step(self) -> tuple[float, float, float, float, bool]:
+    def _teacher_step(self, stop: _StopOnSignal) -> tuple[float, float, float, float, bool, bool]:
         """One optimizer step on the teacher signal alone: (lr, teacher loss, teacher accuracy, grad norm, whether
-        the update was applied).
+        the update was applied, whether any rank was signalled to stop).
 
         Draws teacher.batch propositions (this rank's slice); the language data position does not move."""
         batches = self.teacher.step_batches(self.dp_rank, self.dp_size)
@@ -368,13 +373,13 @@ class Trainer:
         self.engine.zero_grad()
         verdicts = torch.tensor([self.teacher.token_ids["false"], self.teacher.token_ids["true"]])
         sums = [float(v) for v in self.engine.teacher_forward_backward(batches, verdicts)]
-        total, right, count = all_reduce_sum(sums)
+        total, right, count, stopped = all_reduce_sum([*sums, float(stop.signum is not None)])
         grad_norm = self.engine.grad_norm()
         loss = total / count
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
             self.engine.step(grad_norm, self.stage.optim.clip_grad)
-        return lr, loss, right / count, grad_norm, finite
+        return lr, loss, right / count, grad_norm, finite, stopped > 0
 
     def run(self) -> TrainResult:  # noqa: C901 - the loop reads top to bottom on purpose
         """Train to the target step (all ranks call this); returns the run's summary."""
@@ -402,9 +407,9 @@ class Trainer:
                     teacher_step = self._teacher_due()
                     try:
                         if teacher_step:
-                            lr, teacher_loss, teacher_acc, grad_norm, finite = self._teacher_step()
+                            lr, teacher_loss, teacher_acc, grad_norm, finite, stopped = self._teacher_step(stop)
                         else:
-                            lr, loss, grad_norm, finite = self._train_step(stop)
+                            lr, loss, grad_norm, finite, stopped = self._train_step(stop)
                     except _StepInterrupted:
                         status = "interrupted"
                         log.warning("signal received during step %d: dropping it, saving step %d and stopping",
@@ -418,9 +423,7 @@ class Trainer:
                         bad_in_a_row += 1
                         log.warning("step %d: non-finite loss %s or grad norm %s; step skipped (%d in a row)",
                                     self.step, loss, grad_norm, bad_in_a_row)
-                    if self.parallel.cuda:
-                        torch.cuda.synchronize()
-                    seconds = time.perf_counter() - t0
+                    seconds = time.perf_counter() - t0  # in steady state, one step: the reads above wait for it
                     step_tokens = self.teacher.step_tokens if teacher_step else self.tokens_per_step
                     tokens_per_s = step_tokens / seconds
                     tflops = self.flops_per_token * tokens_per_s / world_size() / 1e12
@@ -457,7 +460,7 @@ class Trainer:
                                 else f"loss {loss:.4f}")
                         log.info("step %d %s lr %.3g grad_norm %.3f %.0f tok/s", self.step, what, lr, grad_norm,
                                  tokens_per_s)
-                    if all_reduce_sum([float(stop.signum is not None)])[0] > 0:  # any rank signalled
+                    if stopped:  # any rank signalled (all ranks read the same reduced flag)
                         status = "interrupted"
                         log.warning("signal received: saving a checkpoint at step %d and stopping", self.step)
                         break
