@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,12 @@ from cluster_runs import (
 pytestmark = pytest.mark.cluster
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[dict[str, str]]:
     """The cluster's address, for RAY_ADDRESS; stopped (every Ray process it started) afterwards."""
@@ -40,10 +47,13 @@ def ray_cluster() -> Iterator[dict[str, str]]:
     node = {"node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
     cluster = Cluster()
     try:
-        cluster.add_node(**node, num_cpus=0, include_dashboard=False)  # the head: schedules, runs no task
+        # Each node's metrics agent gets its port up front: a raylet left to read it from the agent's file gives up
+        # after 30 s, and on a busy 2-core machine the agent's Python takes longer than that to start.
+        cluster.add_node(**node, num_cpus=0, include_dashboard=False, metrics_agent_port=_free_port())  # the head
         for _ in range(2):
-            cluster.add_node(**node, num_cpus=1)
-        yield {"RAY_ADDRESS": cluster.address}
+            cluster.add_node(**node, num_cpus=1, metrics_agent_port=_free_port())
+        # cluster.address names the machine's own IP; the head's GCS listens on 127.0.0.1 only
+        yield {"RAY_ADDRESS": f"127.0.0.1:{cluster.address.rsplit(':', 1)[1]}"}
     finally:
         cluster.shutdown()
 
