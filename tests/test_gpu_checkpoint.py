@@ -134,3 +134,18 @@ def test_a_shifted_master_weight_falls_back_to_the_weight(tmp_path: Path, caplog
     assert torch.equal(tensors.weight(embedding), reader.read(embedding))
     assert tensors.moments(embedding) is None and "issue #504" in caplog.text
     assert tensors.moments("decoder.final_layernorm.weight") is not None
+
+
+def test_a_checkpoint_trained_in_fp8_reads_on_cpu(mixture: Path, tmp_path: Path) -> None:
+    """fp8 sets only how the GEMMs compute: a checkpoint whose stage trained in fp8 evaluates and generates on a
+    CPU with ordinary GEMMs, exactly as the same weights recorded as bf16 do (training fp8 there stays refused)."""
+    copy = tmp_path / "fp8"
+    shutil.copytree(CHECKPOINT, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["stage_config"]["model"]["precision"] = "fp8"
+    (copy / "meta.json").write_text(json.dumps(meta))
+    assert read_meta(copy).load_stage().model.precision == "fp8"
+    for key, args in (("val_loss", ["eval", "--mixture", str(mixture)]),
+                      ("generations", ["generate", "--tokenizer", str(TOKENIZER), "--prompt", "The package",
+                                       "--temperature", "0", "--max-new-tokens", "8"])):
+        assert flm(*args, "--checkpoint", str(copy))[key] == flm(*args, "--checkpoint", str(CHECKPOINT))[key]

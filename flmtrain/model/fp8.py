@@ -22,10 +22,13 @@ float8 copies are saved for the backward (half the bytes of megatron's bf16 inpu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from flm.train.config import ModelConfig
 
 E4M3 = torch.float8_e4m3fn
 E5M2 = torch.float8_e5m2
@@ -51,6 +54,21 @@ def check_fp8_device(device: torch.device | str) -> None:
         raise Fp8Unavailable(f"model.precision: fp8 needs compute capability >= 8.9 (Ada, Hopper or later); "
                              f"{torch.cuda.get_device_name(device)} has {major}.{minor}. "
                              "Set model.precision: default to train in train.precision.")
+
+
+def readable_model(cfg: ModelConfig, device: torch.device | str) -> ModelConfig:
+    """The model config to read a checkpoint with on `device` (eval, generate, proposition scoring).
+
+    fp8 decides only how the layers' GEMMs compute; the weights it trains are ordinary ones. So a checkpoint
+    trained in fp8 is read with the usual GEMMs wherever float8 is unavailable (a CPU, an older GPU), instead of
+    being refused there: a checkpoint reads anywhere. Training in fp8 on such a device is still refused."""
+    if cfg.precision != "fp8":
+        return cfg
+    try:
+        check_fp8_device(device)
+    except Fp8Unavailable:
+        return replace(cfg, precision="default")
+    return cfg
 
 
 def check_fp8_shapes(**dims: int) -> None:

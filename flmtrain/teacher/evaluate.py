@@ -26,6 +26,7 @@ from flm.train.checkpoint import load_checkpoint, read_meta, resolve_checkpoint
 from flm.train.distributed.parallel import distributed
 from flm.train.engine import make_engine
 from flm.train.growth import resume_ramp
+from flm.train.model.fp8 import readable_model
 from flm.train.teacher.data import PAD_MULTIPLE, collate
 from flm.train.teacher.objective import teacher_logits
 
@@ -98,6 +99,7 @@ def evaluate_propositions(path: Path, propositions: Path, *, micro_batch: int = 
         raise ConfigError(f"{propositions}: propositions of {shards.max_tokens} tokens exceed the model's seq_len "
                          f"{stage.model.seq_len}")
     with distributed(stage, seed=stage.train.seed) as parallel:
+        stage.model = readable_model(stage.model, parallel.device)
         engine = make_engine(stage, stage.model.vocab_size, parallel, train=False)
         load_checkpoint(path, model=engine.module)
         resume_ramp(engine.module, meta.growth_history, meta.step)

@@ -15,6 +15,7 @@ from flm.tokenizer.load import load_tokenizer
 from flm.train.checkpoint import CheckpointError, load_checkpoint, read_meta, resolve_checkpoint
 from flm.train.distributed.parallel import distributed
 from flm.train.growth import resume_ramp
+from flm.train.model.fp8 import readable_model
 from flm.train.model.gpt import build_model
 
 
@@ -68,7 +69,8 @@ def generate(checkpoint: Path, prompts: list[str], *, tokenizer_dir: Path | None
     generator = torch.Generator().manual_seed(seed)
     results = []
     with distributed(stage, seed=seed) as parallel:
-        model = build_model(stage.model, vocab_size=stage.model.vocab_size, device=parallel.device)
+        model = build_model(readable_model(stage.model, parallel.device), vocab_size=stage.model.vocab_size,
+                            device=parallel.device)
         load_checkpoint(checkpoint, model=model)
         resume_ramp(model, meta.growth_history, meta.step)  # masks of a growth still ramping
         model.eval()

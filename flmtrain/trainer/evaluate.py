@@ -17,6 +17,7 @@ from flm.train.distributed.collectives import all_reduce_sum, data_parallel
 from flm.train.distributed.parallel import distributed, fit_layout
 from flm.train.engine import make_engine
 from flm.train.growth import resume_ramp
+from flm.train.model.fp8 import readable_model
 
 CHUNK = 64
 """Micro-batches per forward-only pass (bounds the memory of a pipeline-parallel evaluation)."""
@@ -88,6 +89,7 @@ def evaluate_checkpoint(path: Path, mixture_cfg: MixtureConfig | None = None, *,
             raise CheckpointError(f"{path}: the mixture's vocabulary ({mixture.vocab_size}) is larger than the "
                              f"checkpoint's model ({stage.model.vocab_size}); wrong tokenizer?")
         stage.model.seq_len = mixture.seq_len
+        stage.model = readable_model(stage.model, parallel.device)
         engine = make_engine(stage, stage.model.vocab_size, parallel, train=False)
         load_checkpoint(path, model=engine.module)
         resume_ramp(engine.module, meta.growth_history, meta.step)  # masks of a recent growth
