@@ -152,8 +152,9 @@ def test_readme_examples_run_in_order(quickstart: tuple[Path, dict], repo_root: 
     out, _ = quickstart
     root = out.parent.parent
     assert out == root / "work" / "quickstart"
-    if not (root / "configs").exists():
-        (root / "configs").symlink_to(repo_root / "configs")
+    for entry in repo_root.iterdir():  # configs/, data/, scripts/, ...: what examples name relative to the root
+        if not entry.name.startswith(".") and entry.name != "work" and not (root / entry.name).exists():
+            (root / entry.name).symlink_to(entry)
     monkeypatch.chdir(root)
     no_prompt_for_remote_code(monkeypatch)
     ran = 0
