@@ -1,4 +1,4 @@
-"""prepare and tokenize on a real local Ray cluster (a head on 127.0.0.1 with no CPUs, 2 one-CPU workers).
+"""prepare and tokenize on a real local Ray cluster (a head with no CPUs and 2 one-CPU workers, on this machine).
 
 A Ray run is driven from the `flm` process until its tasks finish, so there is no queue to meet on a
 rerun; what applies: the output is byte-identical to the local executor's, the accounting balances,
@@ -44,7 +44,7 @@ def ray_cluster() -> Iterator[dict[str, str]]:
         from ray.cluster_utils import Cluster
     except ImportError:
         unavailable("Ray is not installed: pip install 'flm[ray]'")
-    node = {"node_ip_address": "127.0.0.1", "object_store_memory": 100 << 20}
+    node = {"object_store_memory": 100 << 20}
     cluster = Cluster()
     try:
         # Each node's metrics agent gets its port up front: a raylet left to read it from the agent's file gives up
@@ -52,8 +52,7 @@ def ray_cluster() -> Iterator[dict[str, str]]:
         cluster.add_node(**node, num_cpus=0, include_dashboard=False, metrics_agent_port=_free_port())  # the head
         for _ in range(2):
             cluster.add_node(**node, num_cpus=1, metrics_agent_port=_free_port())
-        # cluster.address names the machine's own IP; the head's GCS listens on 127.0.0.1 only
-        yield {"RAY_ADDRESS": f"127.0.0.1:{cluster.address.rsplit(':', 1)[1]}"}
+        yield {"RAY_ADDRESS": cluster.address}
     finally:
         cluster.shutdown()
 
