@@ -89,6 +89,7 @@ def check_layout(work: Path, mixture: Path, valid: Path, name: str, nproc: int, 
     common = ["train", "--stage", "tiny", "--mixture", str(mixture), "--set", "train.device=cuda",
               "--set", "train.global_batch=32", "--set", "train.micro_batch=8", "--set", "train.eval_every=0",
               "--set", "train.save_every=0", "--set", "train.precision=bf16",
+              "--set", f"optim.decay_steps={steps}",  # the half run keeps the whole run's LR schedule
               *[a for s in sets for a in ("--set", s)]]
     straight, resumed = work / name / "straight", work / name / "resumed"
     started = time.perf_counter()
