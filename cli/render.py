@@ -18,8 +18,10 @@ from rich.markup import escape
 
 from flm.cli.progress import ProgressBars, progress_on
 
-console = Console()
-err_console = Console(stderr=True)
+# Output to a log or a pipe keeps its lines whole (rich would fold them at 80 columns); a terminal keeps rich's
+# wrapping, which its live progress display relies on.
+console = Console(soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 def emit_json(obj: Any) -> None:

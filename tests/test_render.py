@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 from rich.console import Console
@@ -125,3 +128,11 @@ def test_quickstart_summary_labels_its_figures(monkeypatch: pytest.MonkeyPatch) 
     assert "362k -> 1.32M params, val loss 5.9299 -> 5.9299 (+1.0e-06%, the same 16 held-out batches)" in out
     assert "from a 1.32M-parameter model that has read 1.02M tokens: expect noise, not sentences" in out
     assert "The Debian package ↵ ↵ manager [x]" in out
+
+
+def test_piped_output_keeps_its_lines_whole(tmp_path) -> None:
+    """Off a terminal, rich would fold text at 80 columns; flm's consoles keep each line whole there."""
+    done = subprocess.run([sys.executable, "-m", "flm.cli.main", "data", "download", "--list"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "60"})
+    line = next(x for x in done.stdout.splitlines() if x.startswith("pile: "))
+    assert len(line) > 60 and "Arrives as" in line and line.rstrip().endswith(".")
