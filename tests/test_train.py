@@ -130,6 +130,38 @@ def test_resume_after_signal_and_after_crash_is_bit_exact(mixture: MixtureConfig
     assert again.status == "already-done" and again.step == 9
 
 
+def test_resume_with_dropout_is_bit_exact(mixture: MixtureConfig, tmp_path: Path) -> None:
+    """Dropout's masks after a resume are the straight run's: restoring the RNG is not undone by the data loader
+    starting (inside the resumed run's first step) and drawing from torch's global RNG."""
+    cfg = stage(*FAST, "model.dropout=0.1")
+    train_mod.train(cfg, mixture, tmp_path / "straight", steps=6)
+
+    def sigterm_at_4(record: dict) -> None:
+        if record["step"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=6, on_step=sigterm_at_4)
+    assert stopped.status == "interrupted" and stopped.step == 4  # same target: the LR schedule is the same
+    final = train_mod.train(cfg, mixture, tmp_path / "resumed", steps=6)
+    assert final.start_step == 4 and final.step == 6
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+def test_a_run_in_an_existing_process_group_is_seeded(mixture: MixtureConfig, tmp_path: Path) -> None:
+    """train.seed seeds weights and dropout also when the caller set up the process group and megatron's groups."""
+    from flm.train.distributed.parallel import destroy_parallel, init_parallel
+
+    cfg = stage(*FAST, "model.dropout=0.1")
+    train_mod.train(cfg, mixture, tmp_path / "fresh", steps=2)
+    init_parallel(backend="gloo", seed=99)
+    try:
+        torch.rand(5)  # the caller's own draws move the global RNG
+        train_mod.train(cfg, mixture, tmp_path / "in-group", steps=2)
+    finally:
+        destroy_parallel()
+    assert losses(tmp_path / "in-group") == losses(tmp_path / "fresh")
+
+
 def test_non_finite_steps_are_skipped_then_training_stops(mixture: MixtureConfig, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Step 2: NaN gradient (finite loss); step 4: inf loss; steps 6-8: NaN loss, three in a row -> stop."""

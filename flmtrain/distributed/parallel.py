@@ -141,13 +141,16 @@ def fit_layout(stage: StageConfig) -> StageConfig:
 @contextmanager
 def distributed(stage: StageConfig, seed: int) -> Iterator[ParallelInfo]:
     """The process group and megatron's groups for `stage` (torchrun's environment or one process), torn down
-    on exit unless they existed before; train.device picks NCCL on the GPU or gloo on the CPU."""
+    on exit unless they existed before; train.device picks NCCL on the GPU or gloo on the CPU. The RNGs are
+    seeded with `seed` either way: a run in a process whose groups already exist draws the same weights and
+    dropout masks as in a fresh one."""
     device = stage.train.device
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is cuda but no CUDA GPU is visible to this process")
     already = dist.is_available() and dist.is_initialized()
     if already:
         info = current_parallel()
+        seed_everything(seed, cuda=info.cuda)
     else:
         info = init_parallel(stage.parallel.tp, stage.parallel.pp, backend="gloo" if device == "cpu" else None,
                              seed=seed)
