@@ -20,24 +20,14 @@ import argparse
 import json
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from flm_cli import REPO, flm
 
-REPO = Path(__file__).resolve().parents[1]
 PROPOSITIONS = REPO / "data" / "sample" / "propositions" / "mapping.yaml"
-
-
-def flm(*args: str) -> dict:
-    """Run an `flm` command with --json and return its result."""
-    done = subprocess.run([sys.executable, "-m", "flm.cli.main", *args, "--json"], cwd=REPO, capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"flm {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def prepare(work: Path, every: int, batch: int, micro_batch: int) -> tuple[Path, Path, Path]:

@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from flm_cli import REPO, flm
 
 from flm.pipelines.propositions.shards import KIND, write_shard
 from flm.pipelines.token_shards import Manifest, documents_to_batch
 from flm.pipelines.token_shards import write_shard as write_token_shard
 
-REPO = Path(__file__).resolve().parents[1]
 EOS, JUDGE, FALSE, TRUE, VOCAB = 64, 65, 66, 67, 68
 
 
@@ -70,16 +69,6 @@ def make_data(work: Path) -> tuple[Path, Path]:
     return mixture, work / "valid"
 
 
-def flm(args: list[str], nproc: int) -> dict:
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
-        if nproc > 1 else [sys.executable]
-    done = subprocess.run([*launch, "-m", "flm.cli.main", *args, "--json"], cwd=REPO, capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"flm {shlex.join(args)} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -93,14 +82,14 @@ def check_layout(work: Path, mixture: Path, valid: Path, name: str, nproc: int, 
               *[a for s in sets for a in ("--set", s)]]
     straight, resumed = work / name / "straight", work / name / "resumed"
     started = time.perf_counter()
-    done = flm([*common, "--run-dir", str(straight), "--steps", str(steps)], nproc)
-    flm([*common, "--run-dir", str(resumed), "--steps", str(steps // 2)], nproc)
-    flm([*common, "--run-dir", str(resumed), "--steps", str(steps)], nproc)
+    done = flm(*common, "--run-dir", str(straight), "--steps", str(steps), procs=nproc)
+    flm(*common, "--run-dir", str(resumed), "--steps", str(steps // 2), procs=nproc)
+    flm(*common, "--run-dir", str(resumed), "--steps", str(steps), procs=nproc)
     a, b = metrics(straight), metrics(resumed)
     teacher = [r for r in a if r.get("signal") == "teacher"]
     diffs = [abs((x.get(k) or 0) - (y.get(k) or 0)) for x, y in zip(a, b, strict=True)
              for k in ("loss", "teacher_loss")]
-    evaluated = flm(["eval", "--checkpoint", done["checkpoint"], "--propositions", str(valid)], 1)
+    evaluated = flm("eval", "--checkpoint", done["checkpoint"], "--propositions", str(valid))
     last = teacher[-5:]
     return {
         "layout": name, "gpus": nproc, "sets": sets, "steps": done["step"],

@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from flm_cli import flm
 
 SAVE_AT = 120
 RESUMED = 80
@@ -52,18 +53,6 @@ name: gpu-small-scheduled
 description: gpu-small that grows into gpu-small-wide in place, mid-run.
 growth: [{{at_tokens: {at}, to: {wide}, ramp_steps: 10}}]
 """
-
-
-def flm(*args: str, procs: int = 0) -> dict:
-    """One `flm` command (under torchrun with `procs` GPUs if procs > 0); its --json result."""
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs)] \
-        if procs else [sys.executable]
-    cmd = [*launch, "-m", "flm.cli.main", *args, "--json"]
-    print("$", " ".join(cmd), file=sys.stderr, flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def losses(run_dir: Path) -> dict[int, float]:

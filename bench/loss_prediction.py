@@ -20,25 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from flm_cli import REPO, flm
 
 from flm.train.tools.loss_prediction import PredictionError, plot_prediction, predict_loss, read_run
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def flm(*args: str) -> dict:
-    """Run an `flm` command with --json and return its result."""
-    done = subprocess.run([sys.executable, "-m", "flm.cli.main", *args, "--json"], cwd=REPO, capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"flm {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def prepare_data(work: Path, clean: Path | None, tokenizer: Path | None) -> Path:
