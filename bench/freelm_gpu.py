@@ -1,8 +1,9 @@
 """GPU check of the teacher signal (FreeLM) on the megatron engine: teacher steps interleaved with language steps
 train, resume exactly and evaluate, on one GPU and, with two or more, under TP=2 (sequence parallel) and PP=2.
 
-Data is generated (no tokenizer, no download): counting token shards (next token = token + 1 mod 64) and
-propositions about counting (a run of counting is true; the same run with two neighbours swapped is false).
+Data is generated (no tokenizer, no download, flm.train.teacher.counting): counting token shards (next token =
+token + 1 mod 64) and propositions about counting (a run of counting is true; the same run with two neighbours
+swapped is false).
 Each layout trains `--steps` steps with a teacher step every 3rd, straight and as half + resume; the check
 passes when every teacher step logged a finite teacher_loss, the resumed run's losses equal the straight run's
 within `--tolerance`, the last teacher accuracies beat chance, and `flm eval --propositions` reads the checkpoint.
@@ -21,51 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from flm_cli import REPO, flm
 
-from flm.pipelines.propositions.shards import KIND, write_shard
-from flm.pipelines.token_shards import Manifest, documents_to_batch
-from flm.pipelines.token_shards import write_shard as write_token_shard
-
-EOS, JUDGE, FALSE, TRUE, VOCAB = 64, 65, 66, 67, 68
+from flm.train.teacher.counting import write_counting_data
 
 
 def make_data(work: Path) -> tuple[Path, Path]:
     """(mixture YAML with a teacher source, held-out proposition shards)."""
-    rng = np.random.default_rng(0)
-    lang = work / "lang"
-    lang.mkdir(parents=True, exist_ok=True)
-    docs = [np.append((rng.integers(0, 64) + np.arange(rng.integers(20, 400))) % 64, EOS).astype(np.uint32)
-            for _ in range(3000)]
-    info = write_token_shard(lang / "part-00000.arrow", [documents_to_batch(
-        docs, [str(i) for i in range(len(docs))], ["count"] * len(docs), [""] * len(docs))])
-    Manifest(tokenizer_hash="counting-v1", vocab_size=VOCAB, eos_id=EOS, shards=[info]).save(lang)
-    for split, n in (("train", 4000), ("valid", 200)):
-        tokens, labels, groups = [], [], []
-        for i in range(n):
-            run = (rng.integers(0, 64) + np.arange(rng.integers(6, 30))) % 64
-            broken = run.copy()
-            j = rng.integers(1, len(run) - 1)
-            broken[[j, j + 1]] = broken[[j + 1, j]]
-            for ids, label in ((run, 1), (broken, 0)):
-                tokens.append(np.append(ids, JUDGE).astype(np.uint32))
-                labels.append(label)
-                groups.append(f"count:{split}-{i}")
-        folder = work / split
-        folder.mkdir(exist_ok=True)
-        shard = write_shard(folder / "propositions-00000.arrow", tokens, labels, ["count"] * len(labels), groups,
-                            ["en"] * len(labels))
-        Manifest(tokenizer_hash="counting-v1", vocab_size=VOCAB, eos_id=EOS, shards=[shard],
-                 extra={"kind": KIND, "token_ids": {"judge": JUDGE, "false": FALSE, "true": TRUE}}).save(folder)
-    mixture = work / "mixture.yaml"
-    mixture.write_text(json.dumps({
-        "seq_len": 128, "seed": 1, "valid_fraction": 0.02, "cache_dir": str(work / "cache"),
-        "sources": [{"name": "count", "path": str(lang)}],
-        "teacher": {"every": 3, "batch": 64, "micro_batch": 16,
-                    "sources": [{"name": "count", "path": str(work / "train")}]},
-    }), encoding="utf-8")
+    mixture = write_counting_data(work, documents=3000, doc_len=(20, 400), splits={"train": 4000, "valid": 200},
+                                  run_len=(6, 30), mixture={"seq_len": 128, "valid_fraction": 0.02,
+                                                            "teacher": {"every": 3, "batch": 64, "micro_batch": 16}})
     return mixture, work / "valid"
 
 

@@ -19,21 +19,17 @@ from flm.config import ConfigError, load_config
 from flm.pipelines.propositions import PropositionShards, TaskMapping
 from flm.pipelines.propositions.build import build_propositions
 from flm.pipelines.propositions.convert import Dropped, propositions
-from flm.pipelines.propositions.shards import KIND, write_shard
-from flm.pipelines.token_shards import Manifest, TokenShardError, documents_to_batch
-from flm.pipelines.token_shards import write_shard as write_token_shard
+from flm.pipelines.token_shards import TokenShardError
 from flm.train.config import ModelConfig, MupConfig
 from flm.train.data.config import MixtureConfig, mixture_record
 from flm.train.distributed.parallel import destroy_parallel, init_parallel
 from flm.train.growth import GrowthMasks, grow_model
 from flm.train.model.gpt import build_model
 from flm.train.teacher import TeacherConfig, collate, teacher_logits
+from flm.train.teacher.counting import EOS, FALSE, JUDGE, TOKEN_IDS, TRUE, VOCAB, write_counting_data
 from flm.train.teacher.data import TeacherOrder
 from flm.train.trainer.metrics import read_metrics
 
-EOS, JUDGE, FALSE, TRUE = 64, 65, 66, 67
-VOCAB = 68
-IDS = {"judge": JUDGE, "false": FALSE, "true": TRUE}
 VERDICTS = torch.tensor([FALSE, TRUE])
 
 
@@ -108,7 +104,7 @@ def test_flm_data_propositions_accounts_for_every_line(tmp_path: Path, fake_toke
     assert any(f"{tmp_path / 'mc.jsonl'}:4: bad_answer" in line for line in stats["malformed"])
     assert (stats["true"], stats["false"]) == (3, 4)
     shards = PropositionShards(tmp_path / "out" / "train", tokenizer_hash="chars-v1")
-    assert len(shards) == 7 and shards.token_ids == IDS
+    assert len(shards) == 7 and shards.token_ids == TOKEN_IDS
     assert list(shards.labels) == [1, 0, 1, 0, 0, 1, 0]
     assert shards.groups[0] == shards.groups[1] != shards.groups[2]
     assert shards.tokens(0).tolist() == [ord(c) % 64 for c in "1 + 1 = 2"] + [JUDGE]
@@ -216,42 +212,12 @@ def test_teacher_config_is_checked() -> None:
 
 @pytest.fixture(scope="module")
 def teacher_mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Counting token shards (next token = token + 1 mod 64) and propositions about counting: a run of counting
+    """Counting token shards and propositions about counting (flm.train.teacher.counting): a run of counting
     is true, the same run with two tokens swapped is false (a multiple-choice task of the two)."""
-    root = tmp_path_factory.mktemp("freelm")
-    rng = np.random.default_rng(0)
-    docs = [np.append((rng.integers(0, 64) + np.arange(rng.integers(20, 200))) % 64, EOS).astype(np.uint32)
-            for _ in range(300)]
-    lang = root / "lang"
-    lang.mkdir()
-    info = write_token_shard(lang / "part-00000.arrow", [documents_to_batch(
-        docs, [str(i) for i in range(len(docs))], ["count"] * len(docs), [""] * len(docs))])
-    Manifest(tokenizer_hash="counting-v1", vocab_size=VOCAB, eos_id=EOS, shards=[info]).save(lang)
-    for split, n in (("train", 200), ("valid", 40)):
-        tokens, labels, groups = [], [], []
-        for i in range(n):
-            run = (rng.integers(0, 64) + np.arange(rng.integers(6, 14))) % 64
-            broken = run.copy()
-            j = rng.integers(1, len(run) - 1)
-            broken[[j, j + 1]] = broken[[j + 1, j]]
-            for ids, label in ((run, 1), (broken, 0)):
-                tokens.append(np.append(ids, JUDGE).astype(np.uint32))
-                labels.append(label)
-                groups.append(f"count:{split}-{i}")
-        folder = root / split
-        folder.mkdir()
-        shard = write_shard(folder / "propositions-00000.arrow", tokens, labels, ["count"] * len(labels), groups,
-                            ["en"] * len(labels))
-        Manifest(tokenizer_hash="counting-v1", vocab_size=VOCAB, eos_id=EOS, shards=[shard],
-                 extra={"kind": KIND, "token_ids": IDS}).save(folder)
-    mixture = root / "mixture.yaml"
-    mixture.write_text(json.dumps({
-        "seq_len": 32, "seed": 1, "valid_fraction": 0.05, "cache_dir": str(root / "cache"),
-        "sources": [{"name": "count", "path": str(lang)}],
-        "teacher": {"every": 3, "batch": 8, "micro_batch": 4,
-                    "sources": [{"name": "count", "path": str(root / "train")}]},
-    }), encoding="utf-8")
-    return mixture
+    return write_counting_data(tmp_path_factory.mktemp("freelm"), documents=300, doc_len=(20, 200),
+                               splits={"train": 200, "valid": 40}, run_len=(6, 14),
+                               mixture={"seq_len": 32, "valid_fraction": 0.05,
+                                        "teacher": {"every": 3, "batch": 8, "micro_batch": 4}})
 
 
 SMALL = ["--set", "train.global_batch=4", "--set", "train.micro_batch=2", "--set", "train.eval_every=0",

@@ -19,9 +19,12 @@ from pathlib import Path
 @dataclass
 class TeacherSourceConfig:
     name: str
+    """Names the source in the checkpoint's teacher state (a resume with other names is refused) and the model
+    card."""
     path: Path
     """A proposition-shard directory (`flm data propositions` OUT/train)."""
     weight: float = 1.0
+    """Relative share of teacher propositions drawn from this source (weights need not sum to 1)."""
 
     def validate(self) -> None:
         if not self.name:
@@ -33,11 +36,15 @@ class TeacherSourceConfig:
 @dataclass
 class TeacherConfig:
     sources: list[TeacherSourceConfig] = field(default_factory=list)
+    """Proposition sources; none (the default) means no teacher steps: the run is language-only."""
     every: int = 2
     """Step s is a teacher step when s % every == 0: 2 (the default) alternates one language step and one teacher
     step, as FreeLM does; a larger k spends fewer steps on the teacher signal."""
     batch: int = 32
+    """Propositions per teacher step, over all data-parallel ranks (a teacher step is one optimizer step)."""
     micro_batch: int = 16
+    """Propositions per forward/backward pass on one rank; batch must be a multiple of micro_batch x DP size.
+    Lower it to bound activation memory, not to change what is learned."""
 
     def validate(self) -> None:
         if self.every < 2:
