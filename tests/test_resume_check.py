@@ -109,3 +109,10 @@ def test_an_unknown_recipe_stage_gets_no_resume_hint(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "unknown stage(s) trian; choose from raw" in result.stderr and "rerun" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_train_itself_refuses_another_models_run(run: tuple[Path, Path]) -> None:
+    """Every caller of `train` (the CLI, `flm run`'s train stages, benches) gets the named refusal."""
+    mix_yaml, run_dir = run
+    with pytest.raises(CheckpointError, match=r"model.layers 2 -> 3"):
+        train(stage("tiny", *FAST, "model.layers=3"), load_config(MixtureConfig, mix_yaml), run_dir, steps=3)

@@ -34,7 +34,6 @@ from flm.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     read_meta,
-    resolve_resume,
     save_checkpoint,
     set_rng_state,
 )
@@ -53,6 +52,7 @@ from flm.train.teacher import TeacherData
 from flm.train.trainer.evaluate import validation_loss
 from flm.train.trainer.fit import fit_stage
 from flm.train.trainer.metrics import MetricsLogger, peak_tflops
+from flm.train.trainer.resume_check import check_resume
 from flm.train.trainer.scheduled_growth import (
     GROWN_DIR,
     check_schedule,
@@ -198,7 +198,8 @@ class Trainer:
         self.data_state: dict[str, Any] | None = None
         self.save_seconds: list[float] = []
         self.load_seconds: float | None = None
-        self.resumed_from = resolve_resume(self.run_dir, resume)
+        resumed = check_resume(self.stage, self.run_dir, resume, self.target)  # another model's run: named, refused
+        self.resumed_from = Path(resumed.checkpoint) if resumed is not None else None
         if self.resumed_from is not None:  # a run that grew resumes in the stage it grew into
             self.stage = resume_stage(self.stage, read_meta(self.resumed_from))
             self.stage.train.steps = self.target
