@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,11 +40,14 @@ def prepare(work: Path, every: int, batch: int, micro_batch: int) -> tuple[Path,
         flm("data", "propositions", str(PROPOSITIONS), "--tokenizer", str(work / "tokenizer"), "--out",
             str(work / "propositions"))
     mixture = yaml.safe_load((work / "mixture.yaml").read_text(encoding="utf-8"))
+    mixture.pop("teacher", None)  # the quickstart's own teacher block (on by default) is not the baseline's
+    language_only = work / "mixture-language.yaml"
+    language_only.write_text(yaml.safe_dump(mixture, allow_unicode=True, sort_keys=False), encoding="utf-8")
     mixture["teacher"] = {"every": every, "batch": batch, "micro_batch": micro_batch,
                           "sources": [{"name": "sample-tasks", "path": str(work / "propositions" / "train")}]}
     with_teacher = work / "mixture-teacher.yaml"
     with_teacher.write_text(yaml.safe_dump(mixture, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return work / "mixture.yaml", with_teacher, work / "propositions" / "valid"
+    return language_only, with_teacher, work / "propositions" / "valid"
 
 
 def run(work: Path, name: str, mixture: Path, steps: int, overrides: list[str], valid: Path) -> dict:
@@ -54,9 +59,13 @@ def run(work: Path, name: str, mixture: Path, steps: int, overrides: list[str], 
     checkpoint = trained["checkpoint"]
     language = flm("eval", "--checkpoint", checkpoint)
     teacher = flm("eval", "--checkpoint", checkpoint, "--propositions", str(valid))
-    return {"steps": trained["step"], "train_seconds": round(seconds, 1), "tokens_seen": trained["tokens_seen"],
-            "val_loss": language["val_loss"], "val_tokens": language["tokens"],
-            "teacher_accuracy": teacher["accuracy"], "teacher_tasks": teacher["tasks"], "checkpoint": checkpoint}
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    step_seconds = {signal: statistics.median(r["step_time_s"] for r in steps if r.get("signal", "language") == signal)
+                    for signal in ("language", "teacher") if any(r.get("signal", "language") == signal for r in steps)}
+    return {"steps": trained["step"], "train_seconds": round(seconds, 1), "median_step_seconds": step_seconds,
+            "tokens_seen": trained["tokens_seen"], "val_loss": language["val_loss"], "val_tokens": language["tokens"],
+            **{f"teacher_{k}": teacher[k] for k in ("accuracy", "majority", "choice_accuracy", "chance")},
+            "teacher_tasks": teacher["tasks"], "checkpoint": checkpoint}
 
 
 def main() -> None:
@@ -72,6 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work.resolve()
     started = time.perf_counter()
+    load_start = os.getloadavg()[0]  # the machine may be shared: seconds are comparable only at similar load
     language_only, with_teacher, valid = prepare(work, args.every, args.batch, args.micro_batch)
     steps = args.language_steps + args.language_steps // (args.every - 1)
     base = run(work, "language-only", language_only, args.language_steps, args.overrides, valid)
@@ -89,6 +99,12 @@ def main() -> None:
         "heldout_propositions": props,
         "teacher_accuracy": teacher["teacher_accuracy"], "baseline_teacher_accuracy": base["teacher_accuracy"],
         "majority_label_accuracy": majority,
+        "choice_accuracy_all": teacher["teacher_choice_accuracy"],
+        "baseline_choice_accuracy_all": base["teacher_choice_accuracy"], "choice_chance_all": teacher["teacher_chance"],
+        "statement_accuracy": {name: t["accuracy"] for name, t in teacher["teacher_tasks"].items()
+                               if "choice_accuracy" not in t},
+        "statement_majority": {name: t["majority"] for name, t in teacher["teacher_tasks"].items()
+                               if "choice_accuracy" not in t},
         "choice_accuracy": {name: c["choice_accuracy"] for name, c in choice.items()},
         "choice_chance": {name: c["chance"] for name, c in choice.items()},
         "baseline_choice_accuracy": {name: base["teacher_tasks"][name].get("choice_accuracy") for name in choice},
@@ -97,6 +113,7 @@ def main() -> None:
         "runs": {"language-only": base, "teacher": teacher},
         "seconds": round(time.perf_counter() - started, 1),
         "command": shlex.join(["python", "bench/freelm.py", *sys.argv[1:]]),
+        "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]},
     }
     line = json.dumps(result, ensure_ascii=False)
     print(line)

@@ -95,8 +95,11 @@ def render_summary(summary: dict[str, Any]) -> None:
                  if g.get("params_before") else "")
         table.add_row("growth continuity", f"{sizes}val loss {g['val_loss_before']:.4f} -> {g['val_loss_after']:.4f} "
                                            f"({percent_change(g['relative_change'])}, the same {held_out})")
-    for run, accuracy in (summary.get("teacher_accuracy") or {}).items():
-        table.add_row(f"teacher ({run})", f"held-out propositions judged right: {accuracy:.1%}")
+    for run, t in (summary.get("teacher") or {}).items():
+        choice = (f"; zero-shot choice {t['choice_accuracy']:.1%} (chance {t['chance']:.1%})"
+                  if t.get("choice_accuracy") is not None else "")
+        table.add_row(f"teacher ({run})", f"held-out propositions judged right {t['accuracy']:.1%} (majority label "
+                                          f"{t['majority']:.1%}){choice}")
     model = summary.get("generation_model") or {}
     if summary.get("generations") and model.get("params"):
         table.add_row("generate", f"[dim]from a {human(model['params'])}-parameter model that has read "

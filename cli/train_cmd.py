@@ -198,4 +198,7 @@ def _evaluate_propositions(checkpoint: Path, propositions: Path, micro_batch: in
                       f"{task['majority']:.1%}", f"{task['instances']:,}", _fmt(task.get("choice_accuracy"), ".1%"),
                       _fmt(task.get("chance"), ".1%"))
     console.print(table)
-    console.print(f"accuracy {result.accuracy:.1%} over {result.count:,} propositions", highlight=False)
+    choice = (f"; zero-shot choice {result.choice_accuracy:.1%} (chance {result.chance:.1%})"
+              if result.choice_accuracy is not None else "")
+    console.print(f"accuracy {result.accuracy:.1%} over {result.count:,} propositions (majority label "
+                  f"{result.majority:.1%}){choice}", highlight=False)

@@ -348,7 +348,8 @@ class RecipeRun:
                     from flm.train.teacher.evaluate import evaluate_propositions
 
                     judged = evaluate_propositions(ckpt, self.propositions / "valid")
-                    results.setdefault("teacher", {})[run] = {"accuracy": judged.accuracy, "tasks": judged.tasks}
+                    results.setdefault("teacher", {})[run] = {
+                        k: getattr(judged, k) for k in ("accuracy", "majority", "choice_accuracy", "chance", "tasks")}
         return results
 
     def stage_generate(self) -> dict[str, Any]:
@@ -420,8 +421,9 @@ class RecipeRun:
         if "evaluate" in r:
             out["val_loss"] = {k: v.get("val_loss") for k, v in r["evaluate"].items()
                                if isinstance(v, dict) and k != "teacher"}
-            if "teacher" in r["evaluate"]:
-                out["teacher_accuracy"] = {k: v["accuracy"] for k, v in r["evaluate"]["teacher"].items()}
+            if "teacher" in r["evaluate"]:  # held-out propositions, each figure beside what it must beat
+                out["teacher"] = {run: {k: v.get(k) for k in ("accuracy", "majority", "choice_accuracy", "chance")}
+                                  for run, v in r["evaluate"]["teacher"].items()}
         if "generate" in r:
             out["generations"] = r["generate"]["generations"]
             out["generation_model"] = {k: r["generate"].get(k) for k in ("params", "tokens_seen")}

@@ -120,7 +120,7 @@ def test_bundled_set_is_bilingual_and_holds_out_a_fifth(repo_root: Path, tmp_pat
                                                         fake_tokenizer: None) -> None:
     stats = build_propositions(repo_root / "data" / "sample" / "propositions" / "mapping.yaml", "tok",
                                tmp_path / "out", overrides=["max_tokens=256"])  # one token per character here
-    assert stats.dropped == {} and stats.kept == stats.instances_in == 1800
+    assert stats.dropped == {} and stats.kept == stats.instances_in == 3600
     assert {t["lang"] for t in stats.by_task.values()} == {"en", "zh"}
     assert {t["kind"] for t in stats.by_task.values()} == {"multiple_choice", "classification", "statement"}
     valid = stats.propositions["valid"] / (stats.propositions["train"] + stats.propositions["valid"])
@@ -291,16 +291,16 @@ def test_quickstart_teacher_stage_adds_teacher_steps_on_top(tmp_path: Path) -> N
 
     for name in ("off", "on"):
         (tmp_path / name).mkdir()
-    off = RecipeRun(load_recipe("quickstart"), tmp_path / "off")
+    off = RecipeRun(load_recipe("quickstart", ["teacher.enabled=false"]), tmp_path / "off")
     assert off.stage_propositions() == {"enabled": False} and off._steps(300) == 300
     off.stage_mixture()
     assert not load_config(MixtureConfig, tmp_path / "off" / "mixture.yaml").teacher.enabled
-    on = RecipeRun(load_recipe("quickstart", ["teacher.enabled=true"]), tmp_path / "on")
-    assert on._steps(300) == 600  # every 2nd step a teacher step: the same 300 language steps
+    on = RecipeRun(load_recipe("quickstart"), tmp_path / "on")  # on by default
+    assert on._steps(300) == 450  # every 3rd step a teacher step: the same 300 language steps
     on.stage_mixture()
     mixture = load_config(MixtureConfig, tmp_path / "on" / "mixture.yaml")
-    assert mixture.teacher.every == 2 and mixture.teacher.sources[0].path == (tmp_path / "on" / "propositions" /
-                                                                               "train").resolve()
+    assert (mixture.teacher.every, mixture.teacher.batch) == (3, 16)
+    assert mixture.teacher.sources[0].path == (tmp_path / "on" / "propositions" / "train").resolve()
 
 
 def test_model_card_says_how_to_judge_propositions(teacher_mixture: Path) -> None:

@@ -29,7 +29,10 @@ def test_quickstart_end_to_end_and_rerun_skips(quickstart: tuple[Path, dict]) ->
     assert 0 < docs["docs_kept"] < docs["docs_in"]
     assert docs["docs_in"] == docs["docs_kept"] + sum(summary["dropped"].values())
     assert summary["tokens"] > 100_000
-    assert summary["train"]["step"] == 30 and summary["train_grown"]["step"] == 50
+    # the teacher signal is on: every 3rd step a teacher step, on top of the 30 + 20 language steps
+    assert summary["train"]["step"] == 45 and summary["train_grown"]["step"] == 75
+    for run in ("tiny", "tiny-grown"):  # held-out propositions judged, each figure beside its baseline
+        assert set(summary["teacher"][run]) == {"accuracy", "majority", "choice_accuracy", "chance"}
     assert summary["growth"]["relative_change"] < 1e-4  # growth keeps the function
     first_loss = json.loads((out / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
     assert summary["train_grown"]["loss"] < first_loss

@@ -1,7 +1,7 @@
 """`flm eval --propositions`: how well a checkpoint judges propositions, per task.
 
 Each proposition's score is its teacher margin, logit(<true>) - logit(<false>) at the judge token. Two
-figures per task:
+figures per task, and the same over all propositions:
 - `accuracy`: propositions whose verdict (score > 0) matches the label; the majority label's share is the
   figure to beat (`majority`).
 - `choice_accuracy` (multiple choice and classification, where an instance has several propositions of which
@@ -39,6 +39,12 @@ class PropositionEval:
     count: int
     accuracy: float
     """All propositions: verdict right."""
+    majority: float = 0.0
+    """All propositions: the majority label's share (what a constant verdict scores)."""
+    choice_accuracy: float | None = None
+    """All instances with one true proposition among several: zero-shot choice right; None without such."""
+    chance: float | None = None
+    """choice_accuracy by random choice (the mean of 1 / options)."""
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -62,28 +68,30 @@ def score_propositions(model: torch.nn.Module, shards: PropositionShards, device
     return scores
 
 
+def figures(shards: PropositionShards, scores: np.ndarray, idx: list[int]) -> dict[str, Any]:
+    """Verdict accuracy and majority baseline of propositions `idx`; choice accuracy and chance over their
+    instances with exactly one true proposition among several."""
+    labels = shards.labels[idx]
+    right = (scores[idx] > 0) == (labels == 1)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in idx:
+        groups[shards.groups[i]].append(i)
+    choices = [g for g in groups.values() if len(g) > 1 and int(shards.labels[g].sum()) == 1]
+    result: dict[str, Any] = {"propositions": len(idx), "accuracy": float(right.mean()),
+                              "majority": float(max(labels.mean(), 1 - labels.mean())), "instances": len(groups)}
+    if choices:
+        hits = [shards.labels[g[int(np.argmax(scores[g]))]] == 1 for g in choices]
+        result.update(choice_accuracy=float(np.mean(hits)), choice_instances=len(choices),
+                      chance=float(np.mean([1 / len(g) for g in choices])))
+    return result
+
+
 def task_accuracy(shards: PropositionShards, scores: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per task: propositions, verdict accuracy and majority baseline; instances, choice accuracy and chance."""
     rows: dict[str, list[int]] = defaultdict(list)
     for i, task in enumerate(shards.tasks):
         rows[task].append(i)
-    out = {}
-    for task, idx in rows.items():
-        labels = shards.labels[idx]
-        right = (scores[idx] > 0) == (labels == 1)
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i in idx:
-            groups[shards.groups[i]].append(i)
-        choices = [g for g in groups.values() if len(g) > 1 and int(shards.labels[g].sum()) == 1]
-        result: dict[str, Any] = {
-            "lang": shards.langs[idx[0]], "propositions": len(idx), "accuracy": float(right.mean()),
-            "majority": float(max(labels.mean(), 1 - labels.mean())), "instances": len(groups)}
-        if choices:
-            hits = [shards.labels[g[int(np.argmax(scores[g]))]] == 1 for g in choices]
-            result.update(choice_accuracy=float(np.mean(hits)), choice_instances=len(choices),
-                          chance=float(np.mean([1 / len(g) for g in choices])))
-        out[task] = result
-    return out
+    return {task: {"lang": shards.langs[idx[0]], **figures(shards, scores, idx)} for task, idx in rows.items()}
 
 
 def evaluate_propositions(path: Path, propositions: Path, *, micro_batch: int = 32,
@@ -104,7 +112,8 @@ def evaluate_propositions(path: Path, propositions: Path, *, micro_batch: int = 
         load_checkpoint(path, model=engine.module)
         resume_ramp(engine.module, meta.growth_history, meta.step)
         scores = score_propositions(engine.module, shards, engine.device, micro_batch=micro_batch, progress=progress)
-    right = (scores > 0) == (shards.labels == 1)
+    pooled = figures(shards, scores, list(range(len(shards)))) if len(shards) else {}
     return PropositionEval(checkpoint=str(path), step=meta.step, propositions=str(propositions), count=len(shards),
-                           accuracy=float(right.mean()) if len(shards) else 0.0, tasks=task_accuracy(shards, scores),
-                           seconds=time.perf_counter() - started)
+                           accuracy=pooled.get("accuracy", 0.0), majority=pooled.get("majority", 0.0),
+                           choice_accuracy=pooled.get("choice_accuracy"), chance=pooled.get("chance"),
+                           tasks=task_accuracy(shards, scores), seconds=time.perf_counter() - started)
