@@ -118,19 +118,20 @@ class TrainRecipe:
 
 @dataclass
 class TeacherRecipe:
-    """FreeLM's teacher signal: propositions interleaved with the language steps (off by default)."""
+    """FreeLM's teacher signal: propositions interleaved with the language steps (the quickstart turns it on)."""
 
     enabled: bool = False
-    """Interleave teacher steps (propositions judged true/false) with the language steps."""
+    """Interleave teacher steps (propositions judged true/false) with the language steps. Off unless the recipe
+    says so: a real run's recipe chooses its own task data (mapping) rather than inherit the sample's."""
     mapping: Path | None = None
     """A `flm data propositions` mapping YAML; None: the bundled bilingual set (data/sample/propositions)."""
     every: int = 2
     """Every k-th step is a teacher step; the runs get steps / (k - 1) more steps, so the language data is the
     same as without the teacher signal."""
     batch: int = 32
-    """Propositions per teacher step."""
+    """Propositions per teacher step (the quickstart's 16 keeps its cost on 2 CPU cores under a minute)."""
     micro_batch: int = 32
-    """Propositions per forward/backward pass of a teacher step."""
+    """Propositions per forward/backward pass of a teacher step (bounds memory; batch must be a multiple)."""
 
 
 @dataclass
