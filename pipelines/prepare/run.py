@@ -136,16 +136,12 @@ def _prepare(configs: list[PipelineConfig], input_root: Path, out_root: Path,
              progress: Progress | None) -> PrepareResult:
     start = time.perf_counter()
     jobs = []
-    indexes: dict[str, tuple[decontam.DecontamIndex, decontam.BuildStats]] = {}
+    indexes: dict[str, Path] = {}
     for cfg in configs:
         plan = make_plan(cfg, Path(input_root), Path(out_root), single=len(configs) == 1)
         claim_work_dir(cfg, plan)
-        if cfg.decontam.enabled:  # built here once per setting, memory-mapped by every task
-            key = json.dumps(config_to_dict(cfg.decontam), sort_keys=True)
-            if key not in indexes:
-                indexes[key] = decontam.DecontamIndex.build(cfg.decontam)
-            index, build = indexes[key]
-            index.save(Path(plan.work_dir), build)
+        if cfg.decontam.enabled:  # built here once per evaluation files and settings, memory-mapped by every task
+            decontam.ensure_index(cfg.decontam, Path(plan.work_dir), indexes)
         jobs.append((cfg, plan))
     submitted = execute(jobs, Path(out_root) / WORK_DIR / "prepare.log", progress)
     results = {}
