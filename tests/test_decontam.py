@@ -12,17 +12,29 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
 from bilingual_text import chinese, english
+from datatrove.utils.text import PUNCTUATION_TRANS
 
 from flm.config import find_config, load_config
 from flm.pipelines.config import BenchmarkConfig, DecontamConfig, PipelineConfig
 from flm.pipelines.prepare import PrepareResult, prepare
-from flm.pipelines.prepare.decontam import DecontamError, DecontamIndex, read_items
+from flm.pipelines.prepare.decontam import (
+    META_FILE,
+    SEPARATOR,
+    DecontamError,
+    DecontamIndex,
+    ensure_index,
+    read_items,
+    simplify,
+    text_units,
+)
+from flm.pipelines.prepare.filters import CJK
 
 EN_ITEMS = [
     {"qid": "q1", "question": "Which river flows through the old harbour city before it reaches the northern sea "
@@ -159,3 +171,108 @@ def test_quickstart_prepare_decontaminates_against_the_sample_eval_sets_and_reda
     assert found["pile/sample_qa_en"]["items_found"] >= 2 and found["wudao/sample_choice_zh"]["items_found"] >= 1
     assert summary["dropped"]["decontam/sample_qa_en"] >= 2
     assert summary["pii_redacted"]["email"] > 0 and summary["pii_redacted"]["ip"] > 0
+
+
+# --- the vectorised matcher against a plain-Python reference ---------------------------------------------------
+
+EN_VOCAB = ["alpha", "beta", "gamma", "delta", "epsilon"]
+ZH_VOCAB = "天地玄黄"
+SEPARATORS = [" ", ", ", " ; ", "\n", " — ", "! ", "\u00a0", "\t", " (", ") ", "...", "、", "」「"]
+
+
+def render(rng: random.Random, units: list[str], chinese: bool) -> str:
+    """Units joined by random punctuation and whitespace, in random case: simplify() must see through it."""
+    out = []
+    for unit in units:
+        out.append(unit.upper() if rng.random() < 0.2 else unit)
+        out.append(rng.choice(["", "，", "。", " "]) if chinese else rng.choice(SEPARATORS))
+    return "".join(out)
+
+
+def reference_matches(items: list[tuple[bool, str]], docs: list[str], cfg: DecontamConfig) -> list[list]:
+    """The rule in plain Python: n-grams of simplify()'d words (characters for Chinese items) as tuples."""
+    grams: dict[bool, dict[tuple[str, ...], list[int]]] = {False: {}, True: {}}
+    lengths: dict[bool, set[int]] = {False: set(), True: set()}
+    kept = 0
+    for zh, text in items:
+        units = list(simplify(text).replace(" ", "")) if zh else simplify(text).split()
+        n = cfg.char_ngrams if zh else cfg.word_ngrams
+        if len(units) < min(cfg.min_item_units, n):
+            continue
+        length = min(n, len(units))
+        lengths[zh].add(length)
+        for gram in {tuple(units[i:i + length]) for i in range(len(units) - length + 1)}:
+            grams[zh].setdefault(gram, []).append(kept)
+        kept += 1
+    out = []
+    for doc in docs:
+        counts: dict[int, int] = {}
+        for zh in (False, True):
+            if zh and not CJK.search(doc):
+                continue
+            units = list(simplify(doc).replace(" ", "")) if zh else simplify(doc).split()
+            for length in sorted(lengths[zh]):
+                for i in range(len(units) - length + 1):
+                    for item in grams[zh].get(tuple(units[i:i + length]), []):
+                        counts[item] = counts.get(item, 0) + 1
+        out.append(list(counts.items()))
+    return out
+
+
+def test_vectorised_matches_equal_the_plain_python_rule(tmp_path: Path) -> None:
+    """Short n-grams over a tiny vocabulary give hundreds of matches: counts, items and their order agree,
+    in English and Chinese, for items shorter than one n-gram, and never across two documents of a batch."""
+    rng = random.Random(27)
+    en = [" ".join(rng.choices(EN_VOCAB, k=rng.randint(2, 9))) for _ in range(60)]
+    zh = ["".join(rng.choices(ZH_VOCAB, k=rng.randint(3, 12))) for _ in range(40)]
+    (tmp_path / "en.jsonl").write_text("".join(json.dumps({"q": t}) + "\n" for t in en), encoding="utf-8")
+    (tmp_path / "zh.jsonl").write_text("".join(json.dumps({"q": t}, ensure_ascii=False) + "\n" for t in zh),
+                                       encoding="utf-8")
+    cfg = DecontamConfig(enabled=True, word_ngrams=5, char_ngrams=6, min_item_units=3, benchmarks=[
+        BenchmarkConfig(path=str(tmp_path / "en.jsonl"), fields=["q"], language="en"),
+        BenchmarkConfig(path=str(tmp_path / "zh.jsonl"), fields=["q"], language="zh")])
+    docs = []
+    for i in range(80):
+        words = rng.choices(EN_VOCAB, k=rng.randint(0, 60))
+        chars = rng.choices(ZH_VOCAB, k=rng.randint(0, 40)) if i % 3 else []
+        docs.append(render(rng, words, False) + render(rng, chars, True))
+    docs[10:12] = [en[0] + " " + en[1][:5], en[1][5:] + " " + en[2]]  # an item split over two documents
+    docs.append("İstanbul ﬁle \ud800 😀 " + docs[5])  # lower() growing, a lone surrogate, a non-BMP character
+    index, stats = DecontamIndex.build(cfg)
+    expected = reference_matches([(False, t) for t in en] + [(True, t) for t in zh], docs, cfg)
+    assert sum(map(len, expected)) > 200 and stats.skipped_short["en"] > 0
+    assert [list(m.items()) for m in index.matches_batch(docs)] == expected
+    assert [list(index.matches(d).items()) for d in docs[:20]] == expected[:20]
+
+
+def test_separators_are_those_of_simplify() -> None:
+    spaces = {c for c in range(0x110000) if chr(c).isspace()}
+    assert set(np.flatnonzero(SEPARATOR).tolist()) == spaces | set(PUNCTUATION_TRANS)
+    text = "Don't STOP—believing！  中文，标点。\u3000tab\there"
+    units = text_units([text])
+    assert units.chars.tolist() == [ord(c) for c in simplify(text).replace(" ", "")]
+    assert units.words.tolist() == [text_units([w]).words[0] for w in simplify(text).split()]
+
+
+# --- the index cache --------------------------------------------------------------------------------------------
+
+def test_the_index_is_reused_by_content_hash_and_linked_between_folders(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"text": "one two three four five six seven eight nine"}) + "\n", encoding="utf-8")
+    cfg = DecontamConfig(enabled=True, benchmarks=[BenchmarkConfig(path=str(path))])
+    built: dict[str, Path] = {}
+    assert ensure_index(cfg, tmp_path / "a", built) is True
+    assert ensure_index(cfg, tmp_path / "a", built) is False  # a rerun: same files, same settings
+    assert ensure_index(cfg, tmp_path / "b", built) is False  # another source of the run: linked
+    assert (tmp_path / "b" / META_FILE).read_text() == (tmp_path / "a" / META_FILE).read_text()
+    assert DecontamIndex.load(tmp_path / "b").matches("ONE two three four five six seven eight nine") == {0: 1}
+
+    path.write_text(json.dumps({"text": "ten eleven twelve thirteen fourteen fifteen sixteen seventeen"}) + "\n",
+                    encoding="utf-8")  # same name, new content
+    assert ensure_index(cfg, tmp_path / "a") is True
+    assert DecontamIndex.load(tmp_path / "a").matches("one two three four five six seven eight nine") == {}
+    # rewritten without touching the hard-linked copy in b
+    assert DecontamIndex.load(tmp_path / "b").matches("one two three four five six seven eight nine") == {0: 1}
+    assert ensure_index(DecontamConfig(enabled=True, word_ngrams=7, benchmarks=cfg.benchmarks), tmp_path / "a")
+    (tmp_path / "a" / META_FILE).write_text("{}")  # an index without a key (another flm) is never trusted
+    assert ensure_index(cfg, tmp_path / "a") is True
