@@ -50,7 +50,7 @@ SlurmdPort=$((PORT + 1))
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$DIR/munge/munge.socket.2
+AuthInfo=socket=$DIR/munge/munge.socket.2,cred_expire=20
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$DIR/ctld

@@ -99,6 +99,15 @@ def _node(env: dict[str, str], state: str) -> None:
     _client(env, "scontrol", "update", "NodeName=flm-node", f"State={state}", "Reason=flm-test")
 
 
+def _daemon_log(env: dict[str, str], job: str) -> str:
+    """What slurmctld and slurmd logged of `job`, for a failure message."""
+    folder = Path(env["SLURM_CONF"]).parent
+    lines = [f"{name}: {line}" for name in ("slurmctld.log", "slurmd.log")
+             for line in (folder / name).read_text(errors="replace").splitlines()
+             if re.search(rf"\b{job}\b", line)]
+    return "\n".join(lines[-60:])
+
+
 def _cancel_first_task_once_running(env: dict[str, str], job: str) -> None:
     """Let the drained node run again and cancel task 0 of `job` as soon as it starts (seconds before its
     Python has even imported datatrove)."""
@@ -185,13 +194,15 @@ def test_train_sbatch_script_runs_and_resumes_after_requeue(slurm: dict[str, str
     checkpoints = run_dir / "checkpoints"
     wait_for(lambda: list(checkpoints.glob("step-*")), 300, "the first checkpoint")
     _client(slurm, "scancel", "--batch", "--signal=USR1", job)
-    # Slurm holds a requeued job for a while (BeginTime, about 2 minutes); let it start now.
-    wait_for(lambda: "BeginTime" in " ".join(_squeue(slurm, "-o", "%i %r")), 120, "the job to be requeued")
-    _client(slurm, "scontrol", "update", f"JobId={job}", "StartTime=now")
+    # Slurm holds a requeued job for the credential lifetime (AuthInfo cred_expire: 20 s on the test cluster,
+    # 120 s by default) and then starts it on its own. Forcing it to start sooner (scontrol update StartTime=now)
+    # can launch it while slurmd still holds the first run's credential as revoked: the launch fails and the job
+    # leaves the queue without running again.
+    wait_for(lambda: _squeue(slurm, "-o", "%T %r") == ["PENDING BeginTime"], 120, "the job to be requeued")
     wait_for(lambda: not _squeue(slurm), 600, "the requeued job to finish")
     log = (run_dir / f"slurm-{job}.out").read_text()
     first, marker, second = log.partition(f"flm: job {job} (restart 1)")
-    assert marker and "flm: SIGUSR1" in first, log
+    assert marker and "flm: SIGUSR1" in first, f"{log}\n--- the daemons' log of job {job}:\n{_daemon_log(slurm, job)}"
     saved = re.search(r"interrupted; saved step (\d+)/", first)
     finished = re.search(rf"trained step {steps}/{steps} \(from (\d+)\)", second)
     assert saved and finished and finished.group(1) == saved.group(1) != "0", f"no resume from the saved step: {log}"
