@@ -8,6 +8,7 @@ the same MinHash signatures, the same word split.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from datatrove.utils.text import DEF_TEXT_NORM_CONFIG, simplify_text
 from flm.config.bundled import sample_dir
 from flm.pipelines.config import MinhashConfig
 from flm.pipelines.prepare.dedup import ShingledMinhashSignature, mod_mersenne, simplify
-from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter, all_duplicate, top_duplicate
+from flm.pipelines.prepare.ngrams import Substrings
+from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter, Units, all_duplicate, top_duplicate
 from flm.pipelines.prepare.words import FastWordTokenizer, split_chunk
 
 
@@ -64,6 +66,8 @@ def test_ngram_counts_match_datatrove(texts: list[str]) -> None:
         chars = "".join(text.split())[:3000]
         for n in (8, 16):
             assert all_duplicate(chars, n) == find_all_duplicate(list(chars), n)
+        assert Units(chars).top_counts([2, 3]) == {n: Counter(chars[i:i + n] for i in range(len(chars) - n + 1))
+                                                   .most_common(1)[0][1] for n in (2, 3) if len(chars) >= n}
 
 
 def test_simplified_text_and_minhash_signatures_match_datatrove(texts: list[str]) -> None:
@@ -91,3 +95,20 @@ def test_the_alpha_word_fast_path_splits_like_the_rules(texts: list[str]) -> Non
         for chunk in text.split():
             split_chunk(chunk, slow)
         assert words.word_tokenize(text) == slow
+
+
+def test_ngram_counts_stay_exact_when_every_hash_collides(texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hashes only nominate: with every n-gram given one hash, the counts fall back to comparing strings."""
+    monkeypatch.setattr(Substrings, "keys", lambda self, starts, ends: np.zeros(starts.size, dtype=np.uint64))
+    words = FastWordTokenizer("en")
+    for text in texts[::9]:
+        split = words.word_tokenize(text)
+        units = Units(split)
+        assert units.top_duplicates([2, 3]) == {n: find_top_duplicate(get_n_grams(split, n))
+                                                for n in (2, 3) if len(split) >= n}
+        assert units.all_duplicates([5, 8]) == {n: find_all_duplicate(split, n) for n in (5, 8)}
+        chars = "".join(text.split())[:2000]
+        assert Units(chars).all_duplicates([8]) == {8: find_all_duplicate(list(chars), 8)}
+        if len(chars) >= 3:
+            assert Units(chars).top_counts([3]) == {3: Counter(chars[i:i + 3] for i in range(len(chars) - 2))
+                                                    .most_common(1)[0][1]}

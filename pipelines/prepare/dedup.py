@@ -22,6 +22,7 @@ from datatrove.utils.text import NUMBERS_PATTERN, PUNCTUATION_TRANS, WHITESPACE_
 
 from flm.pipelines.config import MinhashConfig
 from flm.pipelines.prepare.filters import CJK
+from flm.pipelines.prepare.ngrams import splitmix64
 
 HASH = HashConfig(precision=64, hash_fc="sha1")
 """datatrove's default xxhash config fails with xxhash 4.x ("Strings must be encoded before hashing")."""
@@ -100,14 +101,6 @@ def mod_mersenne(x: np.ndarray) -> np.ndarray:
     x += hi  # < 2p
     np.subtract(x, _mersenne_prime, out=x, where=x >= _mersenne_prime)
     return x
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """A strong 64-bit mixer, so polynomial n-gram hashes spread over the whole range."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 def char_shingles(text: str, n: int) -> np.ndarray:

@@ -7,14 +7,13 @@ own in any datatrove pipeline.
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 
 from flm.pipelines.config import BoilerplateConfig, CharRepetitionConfig, ChineseQualityConfig, CodeQualityConfig
-from flm.pipelines.prepare.repetition import all_duplicate
+from flm.pipelines.prepare.repetition import Units
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 """CJK ideographs: Extension A, the unified block, compatibility ideographs, Extensions B-F (plane 2)."""
@@ -75,13 +74,14 @@ class CharRepetitionFilter(BaseFilter):
             return False, "dup_line_frac"
         if self.cfg.dup_line_char_frac is not None and dup_line_chars / len(text) > self.cfg.dup_line_char_frac:
             return False, "dup_line_char_frac"
-        chars = compact(text)
+        chars = Units(compact(text))
+        top = chars.top_counts([n for n, _ in self.cfg.top_n_grams])
         for n, limit in self.cfg.top_n_grams:
-            grams = Counter(chars[i:i + n] for i in range(len(chars) - n + 1))
-            if grams and grams.most_common(1)[0][1] * n / len(chars) > limit:
+            if top.get(n, 0) * n / max(chars.count, 1) > limit:
                 return False, f"top_{n}_gram"
+        duplicated = chars.all_duplicates([n for n, _ in self.cfg.dup_n_grams])
         for n, limit in self.cfg.dup_n_grams:
-            if all_duplicate(chars, n) / max(len(chars), 1) > limit:
+            if duplicated[n] / max(chars.count, 1) > limit:
                 return False, f"dup_{n}_gram"
         return True
 
