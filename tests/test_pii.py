@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flm.pipelines.config import PiiConfig
-from flm.pipelines.prepare.pii import Redactor, id_number_valid
+from flm.pipelines.prepare.pii import Redactor, id_number_valid, no_host
 
 
 def id_number(body: str) -> str:
@@ -23,6 +23,16 @@ POSITIVES = [
     ("The server listens on 192.168.10.254 port 22.", "ip", "The server listens on <IP_ADDRESS> port 22."),
     ("服务器地址192.168.1.1已更改", "ip", "服务器地址<IP_ADDRESS>已更改"),
     ("ping 8.8.8.8.", "ip", "ping <IP_ADDRESS>."),
+    ("sshd[812]: Failed password for root from 203.0.113.45 port 22 ssh2", "ip",
+     "sshd[812]: Failed password for root from <IP_ADDRESS> port 22 ssh2"),
+    ('10.1.2.3 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200', "ip",  # an access log line
+     '<IP_ADDRESS> - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200'),
+    ("ssh admin@172.20.4.9 -p 2222", "ip", "ssh admin@<IP_ADDRESS> -p 2222"),
+    ("[Network]\nAddress=192.168.0.15/24\n", "ip", "[Network]\nAddress=<IP_ADDRESS>/24\n"),
+    ("git daemon --export-all /pub/192.168.1.200/software", "ip", "git daemon --export-all /pub/<IP_ADDRESS>/software"),
+    ("nameserver 1.1.1.1", "ip", "nameserver <IP_ADDRESS>"),  # a dotted quad of small numbers is still an address
+    ("Release notes: the mirror moved to 151.101.2.132.", "ip", "Release notes: the mirror moved to <IP_ADDRESS>."),
+    ("服务器IP：47.96.12.8，端口8080", "ip", "服务器IP：<IP_ADDRESS>，端口8080"),
     ("Add 2001:db8:85a3::8a2e:370:7334 to the allow list.", "ip", "Add <IP_ADDRESS> to the allow list."),
     ("full form fe80:0000:0000:0000:0202:b3ff:fe1e:8329 here", "ip", "full form <IP_ADDRESS> here"),
     ("Call +1 (555) 123-4567 after nine.", "phone", "Call <PHONE> after nine."),
@@ -38,6 +48,18 @@ POSITIVES = [
 
 LOOK_ALIKES = [
     "Upgrade to version 1.2.3.4 or v10.0.0.1 first.",         # versions, with their word
+    'The agent strings look like "git/1.8.3.1" or (curl/7.29.0.1).',  # product tokens
+    "Needs sqlite-3.8.3.1 or libfoo_1.2.3.4; pip install foo==1.8.3.1 bar~=2.0.0.1; npm i baz@^1.8.3.1",
+    "Tagged 1.8.3.1-rc2, then 1.8.3.1+dfsg1 and 1.8.3.1~bpo10.",   # pre-release and build suffixes
+    '__version__ = "1.8.3.1"\n[assembly: AssemblyFileVersion("1.8.3.1")]\n<version>1.8.3.1</version>',
+    '{"name": "flm", "version": "1.8.3.1", "ver": 2}',
+    "Version: 1.8.3.1\nrevision 1.17.2.7\nbuild 10.0.19041.1",
+    "## [1.8.3.1] - 2020-01-05\n### 1.8.3.0\n1.8.2.9 (2019-12-30)\n- fixed a crash",  # changelog headings
+    "Supported versions: 1.8.3.0, 1.8.3.1 and 1.8.3.2.",        # a list led by a version
+    "软件版本：1.8.3.1，请参见第 6.7.3.1 节“从存档中删除包”。",
+    "netmask 255.255.255.0\nnetmask 255.255.254.0 and 255.0.0.0; wildcard 0.0.0.255",  # netmasks name no host
+    "listen=0.0.0.0:8080\n127.0.0.1 localhost\n127.0.1.1 debian",  # unspecified and loopback
+    "mDNS uses 224.0.0.251; broadcast to 255.255.255.255",       # multicast, broadcast
     "See Section 9.2.1.4, “Creating Encrypted Tunnels”.",     # section numbers
     "9.2.1.4. Creating Encrypted Tunnels with Port Forwarding",  # a numbered heading
     "The build 1.2.3.4.5 and 256.1.1.1 and 1.2.3 are not addresses.",
@@ -66,6 +88,21 @@ def test_realistic_pii_is_replaced_and_counted(text: str, kind: str, expected: s
 def test_look_alikes_survive(text: str) -> None:
     out, counts = Redactor(PiiConfig()).redact(text)
     assert (out, counts) == (text, {})
+
+
+def test_addresses_next_to_versions_are_still_redacted() -> None:
+    text = "Server version 2.4.1.3 runs at 10.0.0.5; traffic from 10.0.0.1 to 10.0.0.9 is dropped."
+    out, counts = Redactor(PiiConfig()).redact(text)
+    assert out == ("Server version 2.4.1.3 runs at <IP_ADDRESS>; traffic from <IP_ADDRESS> to <IP_ADDRESS> "
+                   "is dropped.")
+    assert counts == {"ip": 3}
+
+
+def test_only_netmasks_and_hostless_blocks_are_kept_as_values() -> None:
+    assert all(no_host(q) for q in ("255.255.255.252", "255.128.0.0", "0.0.0.0", "0.0.255.255", "127.8.9.1",
+                                    "239.255.255.250", "255.255.255.255"))
+    assert not any(no_host(q) for q in ("255.0.255.0", "254.255.255.0", "128.0.0.0", "192.168.0.1", "1.2.3.4",
+                                        "240.0.0.1"))
 
 
 def test_check_digit_and_birth_date_decide_an_id_number() -> None:

@@ -2,12 +2,23 @@
 
 Each kind is a regular expression plus a check that the match is what it looks like, so that the
 look-alikes technical text is full of survive:
-- IPv4: four dot-separated numbers 0-255 that are not part of a longer dotted run (1.2.3.4.5), not
-  a version or a section (`v1.2.3.4`, `version 1.2.3.4`, `Section 9.2.1.4`, `chapter`, `figure`,
-  `table`, `step`, `§`) and not a numbered heading at the start of a line ("9.2.1.4. Creating
-  tunnels"). A dotted quad elsewhere is an address, even 1.2.3.4: a four-part version number
-  survives only with its word in front (the sample's Debian handbook had 40 section numbers that
-  the bare pattern took for addresses).
+- IPv4: four dot-separated numbers 0-255, not glued to a word or a longer dotted run (`v1.2.3.4`,
+  `1.2.3.4.5`), is an address unless it is a version, a section number or a value that names no host:
+  - a version or section word right before it, with only quotes, `=`, `:` or brackets between:
+    `version 1.8.3.1`, `Version: 1.8.3.1`, `"version": "1.8.3.1"`, `AssemblyVersion("1.8.3.1")`,
+    `revision`, `build`, `release`, `Section 9.2.1.4`, `chapter`, `figure`, `table`, `step`, `§`,
+    `第 6.7.3.1 节`, `版本`;
+  - a package's version: after `==`, `>=`, `~=`, `^` and the like, glued to a name by `-` or `_`
+    (`sqlite-3.8.3.1`), a product token (`git/1.8.3.1`, not a path: `/pub/10.1.2.3/` is an address),
+    or followed by a pre-release or build suffix (`1.8.3.1-rc1`, `1.8.3.1+dfsg`);
+  - a changelog heading (`## [1.8.3.1] - 2020-01-05`, `1.8.3.1 (2020-01-05)`) or a numbered heading
+    at the start of a line ("9.2.1.4. Creating tunnels");
+  - the next of a list whose first is a version (`versions 1.8.3.0, 1.8.3.1 and 1.8.3.2`);
+  - a netmask (255.255.255.0: ones then zeros), the "this network" block 0.0.0.0/8 (also Cisco's
+    wildcard masks such as 0.0.0.255), loopback 127.0.0.0/8, multicast 224.0.0.0/4 or the broadcast
+    255.255.255.255: they name no one's host.
+  Any other dotted quad is an address, even 1.2.3.4 in prose (`bumped from 1.8.3.0` is redacted: a
+  version needs one of the contexts above).
 - IPv6: colon groups that `ipaddress` accepts, with at least three groups (`std::vector`, `a::b`,
   times like 12:30:45 are not addresses).
 - Phone numbers: international (`+` country code, 8-15 digits in all), Chinese mobile (1[3-9] and
@@ -36,10 +47,27 @@ from flm.pipelines.prepare.schema import SOURCE, SUBSET
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
                    r"[A-Za-z]{2,24}(?![\w-])", re.ASCII)
-IPV4 = re.compile(r"(?<![\w.])((?:(?:v|version|release|ver\.?|section|sect\.|chapter|figure|table|step|appendix|§)"
-                  r"\s*)?)"
-                  r"((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3})(?![\w.]\w|\w)",
-                  re.IGNORECASE | re.ASCII)
+OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+QUAD = rf"{OCTET}(?:\.{OCTET}){{3}}"
+IPV4 = re.compile(rf"(?<![\w.]){QUAD}(?![\w.]\w|\w)", re.ASCII)
+VERSION_WORDS = {"v", "ver", "version", "versions", "rel", "release", "rev", "revision", "build", "section",
+                 "sections", "sect", "chapter", "figure", "fig", "table", "step", "appendix", "第", "版本", "版本号",
+                 "§"}
+LAST_WORD = re.compile(r"(?:([A-Za-z_]\w*)|(第|版本号?|§))[\s\"'=:：(<>\[{]*$", re.ASCII)
+"""The word before a number, with only quotes, `=`, `:` and brackets between: `"version": "`, `<version>`."""
+PINNED = re.compile(r"(?:[=!~<>]=|[\^~]|(?<![\w/])[A-Za-z][\w+]*[-_])$", re.ASCII)
+"""A requirement (`==1.8.3.1`, `^1.8.3.1`) or a name glued by - or _ (`sqlite-3.8.3.1`)."""
+PRODUCT = re.compile(r"(?:^|[\s\"'(])[A-Za-z][\w.+-]*/$", re.ASCII)
+"""A product token, `git/1.8.3.1` (User-Agent style); a path such as /pub/10.1.2.3/ is not one."""
+SUFFIX = re.compile(r"[-+~][A-Za-z]", re.ASCII)
+"""A pre-release or build suffix: 1.8.3.1-rc1, 1.8.3.1+dfsg, 1.8.3.1~bpo."""
+DATE = r"\(\d{4}-\d{2}-\d{2}\)|\d{4}-\d{2}-\d{2}"
+CHANGELOG_PREFIX = re.compile(r"\s*(?:#{1,6}\s*\[?|\[)v?$")
+CHANGELOG_REST = re.compile(rf"\]?\s*(?:[-–:]\s*)?(?:{DATE}|$)")
+DATED_REST = re.compile(r"\]?\s*(?:[-–:]\s*)?\(\d{4}-\d{2}-\d{2}\)")
+LISTED_AFTER = re.compile(rf"(?<![\w.])({QUAD})\s*(?:,|and|or|to|->|→|=>)\s*$", re.ASCII)
+
+
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])", re.ASCII)
 PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)", re.ASCII)
 PHONE_CN_MOBILE = re.compile(r"(?<![\w+])(?:(?:\+|00)?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?!\w)", re.ASCII)
@@ -73,13 +101,39 @@ def ipv6_valid(value: str) -> bool:
     return True
 
 
-def numbered_heading(m: re.Match[str]) -> bool:
+def numbered_heading(text: str, start: int, end: int) -> bool:
     """A dotted quad alone at the start of its line, then '. ' or a capitalised word: "9.2.1.4. Tunnels"."""
-    text, start, end = m.string, m.start(), m.end()
     if text[text.rfind("\n", 0, start) + 1:start].strip():
         return False
     after = text[end:end + 2]
     return after in (". ", ".\n") or (after[:1] == " " and after[1:].isupper())
+
+
+def no_host(quad: str) -> bool:
+    """A value that names no one's host: a netmask (ones then zeros), 0.0.0.0/8, loopback, multicast, broadcast."""
+    octets = [int(o) for o in quad.split(".")]
+    value = int.from_bytes(bytes(octets), "big")
+    inverted = ~value & 0xFFFFFFFF
+    netmask = octets[0] == 255 and inverted & (inverted + 1) == 0  # 255.255.255.0, 255.255.254.0, 255.0.0.0
+    return netmask or octets[0] in (0, 127) or 224 <= octets[0] <= 239 or value == 0xFFFFFFFF
+
+
+def is_version(text: str, start: int, end: int) -> bool:
+    """Whether the dotted quad text[start:end] is a version or section number (the module docstring's rules)."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    before, rest = text[line_start:start], text[end:len(text) if line_end < 0 else line_end]
+    word = LAST_WORD.search(before[-40:])
+    if word and ((word[1] or word[2]).lower() in VERSION_WORDS or "version" in (word[1] or "").lower()):
+        return True
+    if PINNED.search(before[-60:]) or SUFFIX.match(rest) or (PRODUCT.search(before[-60:]) and rest[:1] != "/"):
+        return True
+    if numbered_heading(text, start, end) or DATED_REST.match(rest):
+        return True
+    if CHANGELOG_PREFIX.fullmatch(before) and CHANGELOG_REST.match(rest):
+        return True
+    listed = LISTED_AFTER.search(before[-40:])
+    return bool(listed) and is_version(text, start - len(listed[0]), start - len(listed[0]) + len(listed[1]))
 
 
 def digits(value: str) -> int:
@@ -101,7 +155,8 @@ class Redactor:
             self.rules.append(("phone", PHONE_CN_MOBILE, lambda m: ph["phone"]))
             self.rules.append(("phone", PHONE_CN_LANDLINE, lambda m: ph["phone"]))
         if cfg.ip_addresses:
-            self.rules.append(("ip", IPV4, lambda m: None if m[1] or numbered_heading(m) else ph["ip"]))
+            self.rules.append(("ip", IPV4, lambda m: None if no_host(m[0]) or is_version(m.string, m.start(), m.end())
+                               else ph["ip"]))
             self.rules.append(("ip", IPV6, lambda m: ph["ip"] if ipv6_valid(m[0]) else None))
 
     def redact(self, text: str) -> tuple[str, dict[str, int]]:
