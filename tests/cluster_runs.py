@@ -3,7 +3,7 @@
 The cluster tests run the real `flm` command line in subprocesses (as a user would, and as the cluster's
 tasks need: they import flm from the same venv) on the bundled Pile sample, 200 documents per file so
 that each stage's tasks take seconds on a 2-core machine, with 2 MinHash buckets so that the whole
-six-stage chain runs. CI sets FLM_REQUIRE_CLUSTER_TESTS=1: a missing engine then fails these tests
+five-stage chain runs. CI sets FLM_REQUIRE_CLUSTER_TESTS=1: a missing engine then fails these tests
 instead of skipping them, so they cannot silently stop running.
 """
 

@@ -491,7 +491,7 @@ echo "Submitted batch job $n"
                       ["executor.kind=slurm", "executor.slurm.partition=cpu"])
     stages = build_stages(cfg, make_plan(cfg, tmp_path / "raw", tmp_path / "clean"))
     ids = run_stages(stages, cfg.executor, "flm-test")
-    assert len(ids) == len(stages) == 6
+    assert len(ids) == len(stages) == 5
     jobs = {line.split()[0]: line for line in (tmp_path / "calls").read_text().splitlines() if "--export" in line}
     assert list(jobs) == ids
     for previous, job in zip(ids, ids[1:], strict=False):
@@ -505,7 +505,7 @@ echo "Submitted batch job $n"
     with pytest.raises(PrepareError, match=f"Slurm jobs {ids[0]}, {ids[3]} of the previous submission"):
         run_stages(stages, cfg.executor, "flm-test")
     squeue.write_text("#!/bin/sh\nexit 1\n")  # squeue: the jobs are gone (invalid job id)
-    assert len(run_stages(stages, cfg.executor, "flm-test")) == 6
+    assert len(run_stages(stages, cfg.executor, "flm-test")) == 5
 
 
 
@@ -621,7 +621,7 @@ def test_rerun_repairs_a_work_folder_an_earlier_run_left_inconsistent(run, tmp_p
         dups.write(struct.pack("<4I", 0, 780, 0, 780))  # a document paired with itself
     (work / "stages" / "minhash_cluster" / "completions" / "00000").unlink()
     assert prepare([cfg], corpus.root, tmp_path).sources["wudao"].to_dict() == first
-    (work / "data" / "unique" / "00000.jsonl.zst").unlink()
+    (work / "data" / "filtered" / "00000.jsonl.zst").unlink()
     (work / "stages" / "write" / "completions" / "00000").unlink()
     assert prepare([cfg], corpus.root, tmp_path).sources["wudao"].to_dict() == first
     assert len(read_shards(tmp_path / "wudao")) == first["docs_kept"]
@@ -647,6 +647,6 @@ def test_a_failure_that_redoing_does_not_cure_is_one_line_naming_the_work_folder
     (completions / "00000").touch()  # an earlier run's work
     with pytest.raises(PrepareError) as err:
         resume.run_source(cfg, plan, stages)
-    assert calls == [6, 6] and not completions.exists()
+    assert calls == [5, 5] and not completions.exists()
     assert f"{plan.work_dir} was left inconsistent by an earlier run" in str(err.value)
     assert "a new --out folder" in str(err.value) and "\n" not in str(err.value)

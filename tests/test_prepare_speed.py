@@ -22,7 +22,7 @@ from datatrove.utils.text import DEF_TEXT_NORM_CONFIG, simplify_text
 
 from flm.config.bundled import sample_dir
 from flm.pipelines.config import MinhashConfig
-from flm.pipelines.prepare.dedup import ShingledMinhashSignature, mod_mersenne, simplify
+from flm.pipelines.prepare.dedup import PassThroughMinhashSignature, ShingledMinhashSignature, mod_mersenne, simplify
 from flm.pipelines.prepare.ngrams import Substrings
 from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter, Units, all_duplicate, top_duplicate
 from flm.pipelines.prepare.words import FastWordTokenizer, split_chunk
@@ -112,3 +112,15 @@ def test_ngram_counts_stay_exact_when_every_hash_collides(texts: list[str], monk
         if len(chars) >= 3:
             assert Units(chars).top_counts([3]) == {3: Counter(chars[i:i + 3] for i in range(len(chars) - 2))
                                                     .most_common(1)[0][1]}
+
+
+def test_pass_through_minhash_signatures_are_datatroves_files(texts: list[str], tmp_path: Path) -> None:
+    """Signing in the filter pass writes the very bucket files datatrove's own signature stage writes."""
+    cfg = MinhashConfig(n_grams=5, num_buckets=3)
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts[:60] + ["", "   "])]
+    passed = list(PassThroughMinhashSignature(str(tmp_path / "ours"), cfg).run(iter(docs), rank=1))
+    assert passed == docs
+    ShingledMinhashSignature(str(tmp_path / "theirs"), cfg).run(iter(docs), rank=1)
+    for bucket in range(3):
+        name = f"bucket_{bucket:03d}/00001.minhash.sig"
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes()

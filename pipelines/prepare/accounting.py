@@ -9,13 +9,12 @@ Kept and dropped bytes are both measured at input size (before normalisation), s
 from __future__ import annotations
 
 import json
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datatrove.data import Document, DocumentsPipeline
+from datatrove.data import Document
 from datatrove.pipeline.base import PipelineStep
 
 from flm.pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET
@@ -45,41 +44,6 @@ def record_redactions(step: PipelineStep, source: str, subset: str, counts: dict
 def record_drop(step: PipelineStep, doc: Document, reason: str) -> None:
     md = doc.metadata
     record(step, DROP, md[SOURCE], md[SUBSET], md[BYTES_IN], reason)
-
-
-class Accounted(PipelineStep):
-    """Wraps an order-preserving filter step (datatrove's dedup filters) and records what it drops.
-
-    Documents pulled by the wrapped step but not passed on before the next one it yields (or before
-    it ends) were dropped; they are counted under `reason` with their source and subset.
-    """
-
-    type = "🧮 - ACCOUNT"
-
-    def __init__(self, step: PipelineStep, reason: str) -> None:
-        self.name = f"{step.name} (accounted)"  # before super().__init__(), which names the stats
-        super().__init__()
-        self.step = step
-        self.reason = reason
-
-    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        pending: deque[Document] = deque()
-
-        def feed() -> Iterator[Document]:
-            for doc in data:
-                pending.append(doc)
-                yield doc
-
-        for doc in self.step.run(feed(), rank, world_size):
-            while pending and pending[0] is not doc:
-                record_drop(self, pending.popleft(), self.reason)
-            if pending:
-                pending.popleft()
-            yield doc
-        while pending:
-            record_drop(self, pending.popleft(), self.reason)
-        for key, value in self.step.stats.stats.items():
-            self.stats[key] += value
 
 
 @dataclass

@@ -1,18 +1,19 @@
 """The datatrove stages of one source, assembled from its `PipelineConfig`.
 
     filter           read -> normalize -> [decontaminate] -> langid -> quality -> [PII] -> [exact sigs]
-                     -> filtered copy -> [MinHash sigs]
-    exact_find       datatrove ExactFindDedups                        (1 task)
-    exact_filter     filtered copy -> exact filter -> unique copy -> MinHash sigs   (only with both dedups)
-    minhash_buckets  datatrove MinhashDedupBuckets                    (1 task per bucket)
+                     -> [MinHash sigs] -> filtered copy
+    exact_find       datatrove ExactFindDedups, then the exact duplicates' MinHash sigs deleted   (1 task)
+    minhash_buckets  datatrove MinhashDedupBuckets    (1 task per 256 MB of input, up to 1 per bucket)
     minhash_cluster  datatrove MinhashDedupCluster                    (1 task)
-    write            last copy -> [exact or MinHash filter] -> clean shards
+    write            filtered copy -> dedup filter (exact + MinHash) -> clean shards
 
-Dedup compares documents across all tasks of a source. datatrove's dedup filters find documents
-by their index in the stream their signatures were computed on, so two of them cannot follow each
-other in one pass; and if MinHash saw exact copies, the two dedups could each keep a different
-copy of a pair and drop both. So exact dedup runs first, on its own pass, and MinHash signs only
-what it kept. With both dedups off, `filter` writes the clean shards itself.
+Dedup compares documents across all tasks of a source, so it needs every task's signatures before
+any document can be dropped. Both signatures are computed in the filter pass, which reads the raw
+input once, and only ids and hashes move between the stages after it. If MinHash saw exact
+copies, the two dedups could each keep a different copy of a pair and drop both: so the exact
+duplicates' MinHash signatures are deleted before MinHash compares any, which is what signing a
+second, exact-deduplicated pass would give. Both dedups' drops are indices in the filtered copy,
+applied by one filter. With both dedups off, `filter` writes the clean shards itself.
 """
 
 from __future__ import annotations
@@ -20,18 +21,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
-from datatrove.pipeline.dedup.exact_dedup import ExactDedupFilter, ExactFindDedups
+from datatrove.pipeline.dedup import MinhashDedupCluster
 
 from flm.pipelines.config import PipelineConfig
-from flm.pipelines.prepare.accounting import Accounted
 from flm.pipelines.prepare.audit import DROPPED_DIR, AuditWriter
 from flm.pipelines.prepare.decontam import HITS_DIR, Decontaminate
 from flm.pipelines.prepare.dedup import (
     EXACT_REASON,
     MINHASH_REASON,
+    DedupFilter,
+    ExactFindAndPrune,
+    GroupedMinhashBuckets,
     PassThroughExactSignature,
-    ShingledMinhashSignature,
+    PassThroughMinhashSignature,
+    bucket_tasks,
     exact_config,
     minhash_config,
 )
@@ -43,8 +46,8 @@ from flm.pipelines.prepare.readers import RawReader
 from flm.pipelines.prepare.source_plan import SourcePlan
 from flm.pipelines.prepare.writer import CleanShardWriter, RankReader, intermediate_writer
 
-FILTER, EXACT_FIND, EXACT_FILTER, MINHASH_BUCKETS, MINHASH_CLUSTER, WRITE = (
-    "filter", "exact_find", "exact_filter", "minhash_buckets", "minhash_cluster", "write")
+FILTER, EXACT_FIND, MINHASH_BUCKETS, MINHASH_CLUSTER, WRITE = (
+    "filter", "exact_find", "minhash_buckets", "minhash_cluster", "write")
 
 
 @dataclass
@@ -90,45 +93,33 @@ def build_stages(cfg: PipelineConfig, plan: SourcePlan) -> list[Stage]:
         return [Stage(FILTER, [*head_steps(cfg, plan), writer], tasks, workers, plan.stage_dir(FILTER),
                       [*read_outputs, plan.progress_dir("write")])]
 
-    filtered, unique = plan.data_dir("filtered"), plan.data_dir("unique")
+    filtered = plan.data_dir("filtered")
     exact_sigs, exact_dups = plan.data_dir("exact_sigs"), plan.data_dir("exact_dups")
     mh_sigs, mh_buckets, mh_remove = (plan.data_dir("minhash_sigs"), plan.data_dir("minhash_buckets"),
                                       plan.data_dir("minhash_remove"))
     exact, minhash = cfg.exact_dedup.enabled, cfg.minhash.enabled
+    mh = minhash_config(cfg.minhash)
     first = head_steps(cfg, plan)
     if exact:
         first.append(PassThroughExactSignature(exact_sigs, exact_config()))
+    if minhash:
+        first.append(PassThroughMinhashSignature(mh_sigs, cfg.minhash))
     first.append(intermediate_writer(filtered))
-    if minhash and not exact:
-        first.append(ShingledMinhashSignature(mh_sigs, cfg.minhash))
     stages = [Stage(FILTER, first, tasks, workers, plan.stage_dir(FILTER),
                     [*read_outputs, filtered, exact_sigs, mh_sigs])]
-    last_copy = filtered
-    if exact:
-        stages.append(Stage(EXACT_FIND, [ExactFindDedups(exact_sigs, exact_dups, exact_config())], 1, 1,
-                            plan.stage_dir(EXACT_FIND), [exact_dups]))
-        exact_filter = Accounted(ExactDedupFilter(exact_dups, exact_config(),
-                                                  exclusion_writer=audit(cfg, plan, "exact_dedup", EXACT_REASON)),
-                                 EXACT_REASON)
-    if exact and minhash:
-        stages.append(Stage(EXACT_FILTER, [RankReader(filtered), exact_filter, intermediate_writer(unique),
-                                           ShingledMinhashSignature(mh_sigs, cfg.minhash)],
-                            tasks, workers, plan.stage_dir(EXACT_FILTER), [unique, mh_sigs, f"{dropped}/exact_dedup"]))
-        last_copy = unique
-    last: list[PipelineStep] = [RankReader(last_copy)]
+    if exact:  # also deletes the MinHash signatures of the exact duplicates
+        stages.append(Stage(EXACT_FIND, [ExactFindAndPrune(exact_sigs, exact_dups, mh_sigs if minhash else None, tasks,
+                                                            mh)], 1, 1, plan.stage_dir(EXACT_FIND), [exact_dups]))
     if minhash:
-        mh = minhash_config(cfg.minhash)
-        buckets = cfg.minhash.num_buckets
-        stages.append(Stage(MINHASH_BUCKETS, [MinhashDedupBuckets(mh_sigs, mh_buckets, config=mh)], buckets,
+        buckets = bucket_tasks(plan.input_bytes, cfg.minhash.num_buckets)
+        stages.append(Stage(MINHASH_BUCKETS, [GroupedMinhashBuckets(mh_sigs, mh_buckets, config=mh)], buckets,
                             min(workers, buckets), plan.stage_dir(MINHASH_BUCKETS), [mh_buckets]))
         stages.append(Stage(MINHASH_CLUSTER, [MinhashDedupCluster(mh_buckets, mh_remove, config=mh)], 1, 1,
                             plan.stage_dir(MINHASH_CLUSTER), [mh_remove]))
-        last.append(Accounted(MinhashDedupFilter(mh_remove, exclusion_writer=audit(cfg, plan, "minhash",
-                                                                                    MINHASH_REASON)),
-                              MINHASH_REASON))
-    else:
-        last.append(exact_filter)
-    last.append(writer)
-    write_outputs = [plan.progress_dir("write"), f"{dropped}/{'minhash' if minhash else 'exact_dedup'}"]
+    writers = {EXACT_REASON: audit(cfg, plan, "exact_dedup", EXACT_REASON) if exact else None,
+               MINHASH_REASON: audit(cfg, plan, "minhash", MINHASH_REASON) if minhash else None}
+    last = [RankReader(filtered), DedupFilter(exact_dups if exact else None, mh_remove if minhash else None, writers),
+            writer]
+    write_outputs = [plan.progress_dir("write"), *(f"{dropped}/{step}" for step in ("exact_dedup", "minhash"))]
     stages.append(Stage(WRITE, last, tasks, workers, plan.stage_dir(WRITE), write_outputs))
     return stages
