@@ -130,7 +130,7 @@ def test_prepare_on_slurm_matches_local(slurm: dict[str, str], tmp_path: Path,
     args: list[object] = ["data", "prepare", "--input", SAMPLE, "--out", out, *PREPARE, *ON_SLURM]
     _node(slurm, "DRAIN")
     jobs = flm_json(*args, env=slurm)["submitted_jobs"]["pile"]
-    assert len(jobs) == 6  # filter, exact find, exact filter, MinHash buckets, MinHash cluster, write
+    assert len(jobs) == 5  # filter, exact find, MinHash buckets, MinHash cluster, write
     _rerun_while_queued_submits_nothing(args, slurm, jobs)
     _cancel_first_task_once_running(slurm, jobs[0])
     wait_for(lambda: _idle(slurm), 300, "the first submission to run what it can")
@@ -139,7 +139,7 @@ def test_prepare_on_slurm_matches_local(slurm: dict[str, str], tmp_path: Path,
     # The rerun cancels the chain left waiting on the cancelled task and submits again: of the filter
     # stage, only the cancelled task.
     again = flm_json(*args, env=slurm)["submitted_jobs"]["pile"]
-    assert len(again) == 6 and not set(again) & set(jobs)
+    assert len(again) == 5 and not set(again) & set(jobs)
     assert json.loads((filter_stage / "ranks_to_run.json").read_text()) == [0]
     wait_for(lambda: not _squeue(slurm), 300, "the second submission to finish")
     done = flm_json(*args, env=slurm)
