@@ -220,6 +220,24 @@ def teacher_mixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                         "teacher": {"every": 3, "batch": 8, "micro_batch": 4}})
 
 
+@pytest.mark.parametrize("broken_by", ["swap", "reverse"])
+def test_counting_propositions_pair_a_run_with_its_broken_copy(tmp_path: Path, broken_by: str) -> None:
+    write_counting_data(tmp_path, documents=4, doc_len=(5, 9), splits={"valid": 6}, run_len=(6, 10), mixture={},
+                        broken_by=broken_by)
+    shards = PropositionShards(tmp_path / "valid")
+    for i in range(0, len(shards), 2):
+        true, false = shards.tokens(i), shards.tokens(i + 1)
+        assert (shards.labels[i], shards.labels[i + 1]) == (1, 0) and true[-1] == false[-1] == JUDGE
+        assert np.all(np.diff(true[:-1]) % 64 == 1) and sorted(true) == sorted(false)
+        if broken_by == "reverse":
+            assert np.array_equal(false[:-1], true[-2::-1])
+        else:
+            assert int(np.sum(true != false)) == 2
+    with pytest.raises(ValueError, match="broken_by"):
+        write_counting_data(tmp_path, documents=1, doc_len=(5, 9), splits={}, run_len=(6, 10), mixture={},
+                            broken_by="shuffle")
+
+
 SMALL = ["--set", "train.global_batch=4", "--set", "train.micro_batch=2", "--set", "train.eval_every=0",
          "--set", "train.save_every=0", "--set", "optim.warmup_steps=2", "--set", "optim.decay_steps=20"]
 

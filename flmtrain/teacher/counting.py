@@ -1,8 +1,10 @@
 """Counting data: a language corpus and a teacher task that need no tokenizer, for checks of the teacher signal.
 
 The language shards hold runs of counting (next token = token + 1 mod 64, then EOS). The teacher task is a
-run of counting (true) beside the same run with two neighbours swapped (false), one instance of two
-propositions, so a model that has learned to count can judge them. tests/test_freelm.py and
+run of counting (true) beside the same run broken (false), one instance of two propositions, so a model that
+has learned to count can judge them. `broken_by` says how: "swap" exchanges two neighbours somewhere in the run
+(a local slip the judge token must find anywhere), "reverse" counts the run down (visible at every position,
+so a small model learns it in tens of teacher steps). tests/test_freelm.py and
 bench/freelm_gpu.py train on it.
 """
 
@@ -25,13 +27,16 @@ TOKENIZER_HASH = "counting-v1"
 
 
 def write_counting_data(root: Path, *, documents: int, doc_len: tuple[int, int], splits: dict[str, int],
-                        run_len: tuple[int, int], mixture: dict[str, Any], seed: int = 0) -> Path:
+                        run_len: tuple[int, int], mixture: dict[str, Any], seed: int = 0,
+                        broken_by: str = "swap") -> Path:
     """Write ROOT/lang (language shards), ROOT/<split> (proposition shards, `splits[split]` instances each) and
     ROOT/mixture.yaml; returns the mixture's path.
 
     `mixture` holds the mixture's other keys (seq_len, valid_fraction, the teacher block's every/batch/
     micro_batch under "teacher"); its sources, cache and the teacher source (ROOT/train) are filled in here.
     Lengths are drawn in [low, high)."""
+    if broken_by not in ("swap", "reverse"):
+        raise ValueError(f"broken_by must be 'swap' or 'reverse', got {broken_by!r}")
     rng = np.random.default_rng(seed)
     lang = root / "lang"
     lang.mkdir(parents=True, exist_ok=True)
@@ -44,9 +49,7 @@ def write_counting_data(root: Path, *, documents: int, doc_len: tuple[int, int],
         tokens, labels, groups = [], [], []
         for i in range(n):
             run = (rng.integers(0, 64) + np.arange(rng.integers(*run_len))) % 64
-            broken = run.copy()
-            j = rng.integers(1, len(run) - 1)
-            broken[[j, j + 1]] = broken[[j + 1, j]]
+            broken = _broken(run, broken_by, rng)
             for ids, label in ((run, 1), (broken, 0)):
                 tokens.append(np.append(ids, JUDGE).astype(np.uint32))
                 labels.append(label)
@@ -63,3 +66,13 @@ def write_counting_data(root: Path, *, documents: int, doc_len: tuple[int, int],
                                 "sources": [{"name": "count", "path": str(lang)}], "teacher": teacher}),
                     encoding="utf-8")
     return path
+
+
+def _broken(run: np.ndarray, broken_by: str, rng: np.random.Generator) -> np.ndarray:
+    """The false proposition's run: two neighbours swapped, or the run counted down."""
+    if broken_by == "reverse":
+        return run[::-1].copy()
+    broken = run.copy()
+    j = rng.integers(1, len(run) - 1)
+    broken[[j, j + 1]] = broken[[j + 1, j]]
+    return broken
