@@ -314,10 +314,10 @@ def test_quickstart_teacher_stage_adds_teacher_steps_on_top(tmp_path: Path) -> N
     off.stage_mixture()
     assert not load_config(MixtureConfig, tmp_path / "off" / "mixture.yaml").teacher.enabled
     on = RecipeRun(load_recipe("quickstart"), tmp_path / "on")  # on by default
-    assert on._steps(300) == 450  # every 3rd step a teacher step: the same 300 language steps
+    assert on._steps(300) == 600  # every 2nd step a teacher step: the same 300 language steps
     on.stage_mixture()
     mixture = load_config(MixtureConfig, tmp_path / "on" / "mixture.yaml")
-    assert (mixture.teacher.every, mixture.teacher.batch) == (3, 16)
+    assert (mixture.teacher.every, mixture.teacher.batch) == (2, 16)
     assert mixture.teacher.sources[0].path == (tmp_path / "on" / "propositions" / "train").resolve()
 
 

@@ -29,8 +29,8 @@ def test_quickstart_end_to_end_and_rerun_skips(quickstart: tuple[Path, dict]) ->
     assert 0 < docs["docs_kept"] < docs["docs_in"]
     assert docs["docs_in"] == docs["docs_kept"] + sum(summary["dropped"].values())
     assert summary["tokens"] > 100_000
-    # the teacher signal is on: every 3rd step a teacher step, on top of the 30 + 20 language steps
-    assert summary["train"]["step"] == 45 and summary["train_grown"]["step"] == 75
+    # the teacher signal is on: every 2nd step a teacher step, on top of the 30 + 20 language steps
+    assert summary["train"]["step"] == 60 and summary["train_grown"]["step"] == 100
     for run in ("tiny", "tiny-grown"):  # held-out propositions judged, each figure beside its baseline
         assert set(summary["teacher"][run]) == {"accuracy", "majority", "choice_accuracy", "chance"}
     assert summary["growth"]["relative_change"] < 1e-4  # growth keeps the function
