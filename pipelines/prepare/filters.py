@@ -123,7 +123,7 @@ class BoilerplateFilter(BaseFilter):
         self.pattern = re.compile("|".join(re.escape(p) for p in cfg.phrases), re.IGNORECASE) if cfg.phrases else None
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        if self.pattern is None:
+        if self.pattern is None or not self.pattern.search(doc.text):  # one scan; most pages have no hit at all
             return True
         lines = [line for line in doc.text.split("\n") if line.strip()]
         hits = sum(1 for line in lines if len(line) <= BOILERPLATE_LINE_CHARS and self.pattern.search(line))
