@@ -90,8 +90,12 @@ def _job_ids(env: dict[str, str]) -> set[str]:
 
 
 def _idle(env: dict[str, str]) -> bool:
-    """Nothing left that can run: the queue holds only jobs waiting on a dependency (that can never be met)."""
-    return all(line.split()[-1].startswith("Dependency") for line in _squeue(env, "-t", "PD,R,CG", "-o", "%i %r"))
+    """Nothing left that can run: the queue holds only jobs waiting on a dependency, and slurmctld has marked
+    the first of them as never satisfied (until it re-evaluates the dependencies after the cancel, a job
+    behind the cancelled task shows plain "Dependency", as a job about to start does)."""
+    reasons = [line.split()[-1] for line in _squeue(env, "-t", "PD,R,CG", "-o", "%i %r")]
+    return all(r.startswith("Dependency") for r in reasons) and (
+        not reasons or "DependencyNeverSatisfied" in reasons)
 
 
 def _node(env: dict[str, str], state: str) -> None:
