@@ -50,10 +50,10 @@ def prepare(work: Path, every: int, batch: int, micro_batch: int) -> tuple[Path,
     return language_only, with_teacher, work / "propositions" / "valid"
 
 
-def run(work: Path, name: str, mixture: Path, steps: int, overrides: list[str], valid: Path) -> dict:
+def run(work: Path, name: str, stage: str, mixture: Path, steps: int, overrides: list[str], valid: Path) -> dict:
     run_dir = work / "runs" / name
     started = time.perf_counter()
-    trained = flm("train", "--stage", "tiny", "--mixture", str(mixture), "--run-dir", str(run_dir), "--steps",
+    trained = flm("train", "--stage", stage, "--mixture", str(mixture), "--run-dir", str(run_dir), "--steps",
                   str(steps), *[a for o in overrides for a in ("--set", o)])
     seconds = time.perf_counter() - started
     checkpoint = trained["checkpoint"]
@@ -62,7 +62,8 @@ def run(work: Path, name: str, mixture: Path, steps: int, overrides: list[str], 
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     step_seconds = {signal: statistics.median(r["step_time_s"] for r in steps if r.get("signal", "language") == signal)
                     for signal in ("language", "teacher") if any(r.get("signal", "language") == signal for r in steps)}
-    return {"steps": trained["step"], "train_seconds": round(seconds, 1), "median_step_seconds": step_seconds,
+    return {"device": trained["device"], "steps": trained["step"], "train_seconds": round(seconds, 1),
+            "median_step_seconds": step_seconds,
             "tokens_seen": trained["tokens_seen"], "val_loss": language["val_loss"], "val_tokens": language["tokens"],
             **{f"teacher_{k}": teacher[k] for k in ("accuracy", "majority", "choice_accuracy", "chance")},
             "teacher_tasks": teacher["tasks"], "checkpoint": checkpoint}
@@ -71,6 +72,7 @@ def run(work: Path, name: str, mixture: Path, steps: int, overrides: list[str], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "work" / "bench-freelm")
+    parser.add_argument("--stage", default="tiny", help="the model both runs train (a larger one on a GPU)")
     parser.add_argument("--language-steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=2, help="every k-th step is a teacher step")
     parser.add_argument("--batch", type=int, default=32, help="propositions per teacher step")
@@ -84,8 +86,8 @@ def main() -> None:
     load_start = os.getloadavg()[0]  # the machine may be shared: seconds are comparable only at similar load
     language_only, with_teacher, valid = prepare(work, args.every, args.batch, args.micro_batch)
     steps = args.language_steps + args.language_steps // (args.every - 1)
-    base = run(work, "language-only", language_only, args.language_steps, args.overrides, valid)
-    teacher = run(work, "teacher", with_teacher, steps, args.overrides, valid)
+    base = run(work, "language-only", args.stage, language_only, args.language_steps, args.overrides, valid)
+    teacher = run(work, "teacher", args.stage, with_teacher, steps, args.overrides, valid)
     if base["tokens_seen"] != teacher["tokens_seen"]:
         raise SystemExit(f"the runs saw different language tokens: {base['tokens_seen']} vs {teacher['tokens_seen']}")
     props = sum(t["propositions"] for t in teacher["teacher_tasks"].values())
@@ -93,7 +95,9 @@ def main() -> None:
     choice = {name: {k: t.get(k) for k in ("lang", "choice_accuracy", "chance")}
               for name, t in teacher["teacher_tasks"].items() if "choice_accuracy" in t}
     result = {
-        "bench": "freelm", "device": f"cpu ({platform.processor() or platform.machine()})",
+        "bench": "freelm", "stage": args.stage,
+        "device": teacher["device"] if teacher["device"] != "cpu"
+        else f"cpu ({platform.processor() or platform.machine()})",
         "language_steps": args.language_steps, "teacher_every": args.every, "teacher_batch": args.batch,
         "teacher_steps": steps - args.language_steps, "language_tokens": teacher["tokens_seen"],
         "heldout_propositions": props,
