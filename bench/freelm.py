@@ -51,7 +51,7 @@ def prepare(work: Path, every: int, batch: int, micro_batch: int) -> tuple[Path,
 
 
 def run(work: Path, name: str, stage: str, mixture: Path, steps: int, overrides: list[str], valid: Path) -> dict:
-    run_dir = work / "runs" / name
+    run_dir = work / "runs" / stage / name  # one folder per model: a run dir resumes only its own
     started = time.perf_counter()
     trained = flm("train", "--stage", stage, "--mixture", str(mixture), "--run-dir", str(run_dir), "--steps",
                   str(steps), *[a for o in overrides for a in ("--set", o)])
