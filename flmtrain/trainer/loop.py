@@ -228,6 +228,10 @@ class Trainer:
         self.consumed = state["data"]["consumed_samples"]
         if self.teacher is not None:  # a checkpoint without teacher state starts the propositions from the top
             self.teacher.load_state_dict(state["data"].get("teacher"))
+            if self.parallel.pp > 1:
+                log.warning("resuming teacher steps under pipeline parallelism (pp=%d) is not exact yet: on 2 H200s "
+                            "the second step after a resume differed from an unbroken run's (README, Teacher "
+                            "signal; bench/results/freelm-gpu-h200x2-2026-12-01.json)", self.parallel.pp)
         self.skipped = state.get("skipped_steps", 0)
         self.growth_history = meta.growth_history
         self.rng = loaded["rng"]
