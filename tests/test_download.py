@@ -438,7 +438,10 @@ def test_interrupted_and_killed_cli_downloads_resume_from_the_part(server, tmp_p
     data = dl.ZSTD_MAGIC + blob(6 << 20, 40)
     serve(server, "/train/03.jsonl.zst", data)
     # The command function under Typer, without flm.cli.main's other groups (they import torch: 2 s a start).
-    cli = ("import dataclasses, typer; from flm.pipelines.sources import PILE; "
+    # Ctrl-C raises KeyboardInterrupt as in a terminal, even when the tests run as a background job (which
+    # starts every child with SIGINT ignored, and Python then leaves it ignored).
+    cli = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "import dataclasses, typer; from flm.pipelines.sources import PILE; "
            "object.__setattr__(PILE, 'files', tuple(dataclasses.replace(f, approx_bytes=6 << 20) "
            "for f in PILE.files)); "
            "from flm.cli.data_download import download; typer.run(download)")
