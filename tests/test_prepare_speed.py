@@ -22,7 +22,13 @@ from datatrove.utils.text import DEF_TEXT_NORM_CONFIG, simplify_text
 
 from flm.config.bundled import sample_dir
 from flm.pipelines.config import MinhashConfig
-from flm.pipelines.prepare.dedup import PassThroughMinhashSignature, ShingledMinhashSignature, mod_mersenne, simplify
+from flm.pipelines.prepare.dedup import (
+    SIGNATURE_CHUNK,
+    PassThroughMinhashSignature,
+    ShingledMinhashSignature,
+    mod_mersenne,
+    simplify,
+)
 from flm.pipelines.prepare.ngrams import Substrings
 from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter, Units, all_duplicate, top_duplicate
 from flm.pipelines.prepare.words import FastWordTokenizer, split_chunk
@@ -75,7 +81,9 @@ def test_simplified_text_and_minhash_signatures_match_datatrove(texts: list[str]
         assert simplify(text, DEF_TEXT_NORM_CONFIG) == simplify_text(text, DEF_TEXT_NORM_CONFIG)
     step = ShingledMinhashSignature("/nonexistent", MinhashConfig(n_grams=5))
     a, b = step.parameters
-    for text in texts[::10]:
+    long_text = " ".join(texts[:300])  # several SIGNATURE_CHUNKs of shingles
+    assert step.get_shingles(long_text).shape[0] > 4 * SIGNATURE_CHUNK
+    for text in [*texts[::10], long_text]:
         shingles = step.get_shingles(text)
         expected = np.min((shingles * a + b) % _mersenne_prime, axis=0)
         assert np.concatenate([np.array(x, dtype=np.uint64) for x in step.get_signature(shingles)]).tolist() \

@@ -34,8 +34,9 @@ HASH = HashConfig(precision=64, hash_fc="sha1")
 
 EXACT_REASON = "dedup/exact"
 MINHASH_REASON = "dedup/minhash"
-SIGNATURE_CHUNK = 4096
-"""Shingles hashed at once: bounds memory to CHUNK x hashes x 8 bytes for book-length documents."""
+SIGNATURE_CHUNK = 512
+"""Shingles hashed at once: CHUNK x hashes x 8 bytes (480 KB at 120 hashes) stays in a core's L2 cache through the
+arithmetic's passes; 4096 spilled it and took 1.4x the CPU on the sample, for the same signatures."""
 
 
 def dedup_content(doc: Document) -> str:
