@@ -45,6 +45,7 @@ from flm.config.atomic import atomic_write_text
 from flm.config.errors import FlmError
 from flm.pipelines.config import BenchmarkConfig, DecontamConfig
 from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.batching import BATCH_DOCS
 from flm.pipelines.prepare.dedup import splitmix64
 from flm.pipelines.prepare.filters import CJK
 from flm.pipelines.prepare.schema import SUBSET
@@ -61,8 +62,6 @@ INDEX_VERSION = 2
 """Part of the cache key: an index built by another hashing scheme is never reused."""
 MAX_LOGGED_ITEMS = 20
 """Items recorded per contaminated document (a document copying a whole benchmark matches them all)."""
-BATCH_DOCS = 256
-"""Documents matched at once: the per-call cost of numpy is paid per batch, not per document."""
 BATCH_CHARS = 1 << 22
 """Code points hashed at once while building (bounds the build's memory, ~100 MB)."""
 BASE = 0x100000001B3

@@ -20,12 +20,14 @@ from datatrove.pipeline.dedup.exact_dedup import ExactDedupSignature, ExactFindD
 from datatrove.pipeline.dedup.minhash import MinhashConfig as DTMinhashConfig
 from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupSignature, _mersenne_prime
 from datatrove.pipeline.writers.disk_base import DiskWriter
+from datatrove.utils.batching import batched
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import NUMBERS_PATTERN, PUNCTUATION_TRANS, WHITESPACE_PATTERN, TextNormConfig, simplify_text
 from datatrove.utils.typeshelper import ExtensionHelperSD, StatHints
 
 from flm.pipelines.config import MinhashConfig
 from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.batching import BATCH_DOCS
 from flm.pipelines.prepare.filters import CJK
 from flm.pipelines.prepare.ngrams import splitmix64
 
@@ -193,17 +195,20 @@ class PassThroughMinhashSignature(ShingledMinhashSignature):
         sigs: list[np.ndarray] = []
         ids: list[int] = []
         try:
-            for doc_idx, doc in enumerate(data):
+            doc_idx = 0
+            for batch in batched(data, BATCH_DOCS):
                 with self.track_time():
-                    shingles = self.get_shingles(doc.text)
-                    if shingles.size:
-                        sigs.append(self.signature(shingles))
-                        ids.append(doc_idx)
-                        if len(ids) == self.BATCH:
-                            self._write(files, sigs, ids)
-                            sigs, ids = [], []
-                self.stat_update("total")
-                yield doc
+                    for doc in batch:
+                        shingles = self.get_shingles(doc.text)
+                        if shingles.size:
+                            sigs.append(self.signature(shingles))
+                            ids.append(doc_idx)
+                        doc_idx += 1
+                    if len(ids) >= self.BATCH:
+                        self._write(files, sigs, ids)
+                        sigs, ids = [], []
+                self.stat_update("total", value=len(batch))
+                yield from batch
             self._write(files, sigs, ids)
         finally:
             for fh in files:

@@ -18,6 +18,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import LangIdConfig, QualityConfig
 from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.batching import BATCH_DOCS
 from flm.pipelines.prepare.routing import Router
 from flm.pipelines.prepare.schema import LANG, LANG_SCORE
 
@@ -32,7 +33,7 @@ class LanguageId(BaseFilter):
     name = "🌐 language id (lid.176.ftz)"
 
     def __init__(self, cfg: LangIdConfig, quality: QualityConfig, exclusion_writer: DiskWriter | None = None) -> None:
-        super().__init__(exclusion_writer)
+        super().__init__(exclusion_writer, BATCH_DOCS)
         self.cfg = cfg
         self.allowed = set(cfg.languages)
         self.router = Router(quality)

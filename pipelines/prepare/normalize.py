@@ -11,6 +11,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import NormalizeConfig
 from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.batching import BATCH_DOCS
 
 EMPTY = "normalize/empty"
 
@@ -44,7 +45,7 @@ class TextNormalizer(BaseFilter):
     name = "🧹 normalize"
 
     def __init__(self, cfg: NormalizeConfig, exclusion_writer: DiskWriter | None = None) -> None:
-        super().__init__(exclusion_writer)
+        super().__init__(exclusion_writer, BATCH_DOCS)
         self.cfg = cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

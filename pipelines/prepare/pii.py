@@ -40,9 +40,11 @@ from collections.abc import Callable
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.batching import batched
 
 from flm.pipelines.config import PiiConfig
 from flm.pipelines.prepare.accounting import record_redactions
+from flm.pipelines.prepare.batching import BATCH_DOCS
 from flm.pipelines.prepare.schema import SOURCE, SUBSET
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
@@ -188,9 +190,10 @@ class PiiRedactor(PipelineStep):
         self.redactor = Redactor(cfg)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        for doc in data:
+        for batch in batched(data, BATCH_DOCS):
             with self.track_time():
-                doc.text, counts = self.redactor.redact(doc.text)
-            if counts:
-                record_redactions(self, doc.metadata[SOURCE], doc.metadata[SUBSET], counts)
-            yield doc
+                found = [self.redactor.redact(doc.text) for doc in batch]
+            for doc, (doc.text, counts) in zip(batch, found, strict=True):
+                if counts:
+                    record_redactions(self, doc.metadata[SOURCE], doc.metadata[SUBSET], counts)
+                yield doc

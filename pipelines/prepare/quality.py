@@ -17,6 +17,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import ProfileConfig, QualityConfig
 from flm.pipelines.prepare.accounting import record_drop
+from flm.pipelines.prepare.batching import BATCH_DOCS
 from flm.pipelines.prepare.filters import (
     BoilerplateFilter,
     CharRepetitionFilter,
@@ -57,7 +58,7 @@ class QualityFilters(BaseFilter):
     name = "🥇 quality (per-subset profiles)"
 
     def __init__(self, cfg: QualityConfig, exclusion_writer: DiskWriter | None = None) -> None:
-        super().__init__(exclusion_writer)
+        super().__init__(exclusion_writer, BATCH_DOCS)
         self.router = Router(cfg)
         self.chains = {name: build_chain(profile, cfg.word_tokenizer) for name, profile in cfg.profiles.items()}
 
