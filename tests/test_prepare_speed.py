@@ -8,6 +8,7 @@ the same MinHash signatures, the same word split.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import zstandard
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import _mersenne_prime
-from datatrove.pipeline.filters import GopherRepetitionFilter
+from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
 from datatrove.utils.text import DEF_TEXT_NORM_CONFIG, simplify_text
 
@@ -29,6 +30,7 @@ from flm.pipelines.prepare.dedup import (
     mod_mersenne,
     simplify,
 )
+from flm.pipelines.prepare.gopher_quality import FastGopherQualityFilter
 from flm.pipelines.prepare.ngrams import Substrings
 from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter, Units, all_duplicate, top_duplicate
 from flm.pipelines.prepare.words import FastWordTokenizer, split_chunk
@@ -58,6 +60,40 @@ def test_gopher_repetition_decisions_match_datatrove(texts: list[str]) -> None:
         doc = Document(text=text, id=str(i))
         assert ours.filter(doc) == theirs.filter(doc)
         assert tight_ours.filter(doc) == tight_theirs.filter(doc)  # thresholds that reach the n-gram rules
+
+
+@pytest.mark.parametrize("settings", [
+    {},  # datatrove's defaults
+    {"min_doc_words": 5, "max_doc_words": 400, "min_avg_word_length": 4, "max_avg_word_length": 6,
+     "max_symbol_word_ratio": 0.01, "max_bullet_lines_ratio": 0.1, "max_ellipsis_lines_ratio": 0.05,
+     "max_non_alpha_words_ratio": 0.9, "min_stop_words": 8},  # tight enough that every rule drops something
+    {"min_doc_words": None, "max_doc_words": None, "min_avg_word_length": None, "max_avg_word_length": None,
+     "max_symbol_word_ratio": None, "max_bullet_lines_ratio": None, "max_ellipsis_lines_ratio": None,
+     "max_non_alpha_words_ratio": None, "min_stop_words": None},
+])
+def test_gopher_quality_decisions_match_datatrove(texts: list[str], settings: dict) -> None:
+    words = FastWordTokenizer("en")
+    ours = FastGopherQualityFilter(language=words, **settings)
+    theirs = GopherQualityFilter(language=FastWordTokenizer("en"), **settings)
+    reasons = Counter()
+    for i, text in enumerate([*texts, "# ... \n- • …", "-- !!\n..."]):
+        doc = Document(text=text, id=str(i))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # datatrove's mean of a document without words
+            expected = theirs.filter(doc)
+        assert ours.filter(doc) == expected, i
+        reasons[expected if expected is True else expected[1]] += 1
+    if settings.get("min_stop_words") == 8:
+        assert len(reasons) >= 7, reasons  # the rules themselves were reached, not only the first
+
+
+def test_the_tokenizer_remembers_only_the_text_it_was_given(texts: list[str]) -> None:
+    words = FastWordTokenizer("en")
+    first = words.word_tokenize(texts[0])
+    assert words.word_tokenize(texts[0]) is first
+    assert words.word_tokenize(texts[1]) == FastWordTokenizer("en").word_tokenize(texts[1])
+    copy = "".join(list(texts[0]))  # an equal text, another object: split again, to the same words
+    assert copy is not texts[0] and words.word_tokenize(copy) == first
 
 
 def test_ngram_counts_match_datatrove(texts: list[str]) -> None:

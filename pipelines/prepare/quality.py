@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 
 from datatrove.data import Document
-from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter
+from datatrove.pipeline.filters import C4QualityFilter
 from datatrove.pipeline.filters.base_filter import BaseFilter, get_filter_result
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
@@ -24,6 +24,7 @@ from flm.pipelines.prepare.filters import (
     ChineseQualityFilter,
     CodeQualityFilter,
 )
+from flm.pipelines.prepare.gopher_quality import FastGopherQualityFilter
 from flm.pipelines.prepare.repetition import FastGopherRepetitionFilter
 from flm.pipelines.prepare.routing import Router
 from flm.pipelines.prepare.words import FastWordTokenizer
@@ -41,7 +42,7 @@ def build_chain(profile: ProfileConfig, word_tokenizer: str = "fast") -> list[tu
         "chinese": ChineseQualityFilter,
         "char_repetition": CharRepetitionFilter,
         "gopher_repetition": lambda c: FastGopherRepetitionFilter(**asdict(c), language=words),
-        "gopher_quality": lambda c: GopherQualityFilter(**asdict(c), language=words),
+        "gopher_quality": lambda c: FastGopherQualityFilter(**asdict(c), language=words),
         "c4": lambda c: C4QualityFilter(**asdict(c), language=words),
     }
     chain = []

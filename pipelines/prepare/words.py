@@ -49,10 +49,22 @@ def split_chunk(chunk: str, out: list[str]) -> None:
 
 
 class FastWordTokenizer(WordTokenizer):
+    """The splitter above, remembering the last text it split: a document's chain of word-based filters
+    (Gopher repetition, Gopher quality, C4) shares one tokenizer and asks for the same text in turn. The
+    list returned is shared too; no filter changes it."""
+
     def __init__(self, language: str = "en") -> None:
         super().__init__(language)
+        self._last: tuple[str, list[str]] | None = None
 
     def word_tokenize(self, text: str) -> list[str]:
+        if self._last is not None and self._last[0] is text:
+            return self._last[1]
+        words = self._split(text)
+        self._last = (text, words)
+        return words
+
+    def _split(self, text: str) -> list[str]:
         out: list[str] = []
         for chunk in text.split():
             if chunk.isalpha() and chunk not in SPECIAL:  # most words: no rule below can apply
