@@ -13,12 +13,11 @@ from importlib import resources
 from typing import Any
 
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import LangIdConfig, QualityConfig
 from flm.pipelines.prepare.accounting import record_drop
-from flm.pipelines.prepare.batching import BATCH_DOCS
+from flm.pipelines.prepare.batching import BatchedFilter
 from flm.pipelines.prepare.routing import Router
 from flm.pipelines.prepare.schema import LANG, LANG_SCORE
 
@@ -28,12 +27,12 @@ OTHER_LANGUAGE = "langid/other_language"
 LOW_SCORE = "langid/low_score"
 
 
-class LanguageId(BaseFilter):
+class LanguageId(BatchedFilter):
     type = "🔻 - FILTER"
     name = "🌐 language id (lid.176.ftz)"
 
     def __init__(self, cfg: LangIdConfig, quality: QualityConfig, exclusion_writer: DiskWriter | None = None) -> None:
-        super().__init__(exclusion_writer, BATCH_DOCS)
+        super().__init__(exclusion_writer)
         self.cfg = cfg
         self.allowed = set(cfg.languages)
         self.router = Router(quality)

@@ -6,12 +6,11 @@ import re
 import unicodedata
 
 from datatrove.data import Document
-from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import NormalizeConfig
 from flm.pipelines.prepare.accounting import record_drop
-from flm.pipelines.prepare.batching import BATCH_DOCS
+from flm.pipelines.prepare.batching import BatchedFilter
 
 EMPTY = "normalize/empty"
 
@@ -38,14 +37,14 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
     return text
 
 
-class TextNormalizer(BaseFilter):
+class TextNormalizer(BatchedFilter):
     """Normalises each document's text; a document left empty is dropped (and counted)."""
 
     type = "✂️ - FORMAT"
     name = "🧹 normalize"
 
     def __init__(self, cfg: NormalizeConfig, exclusion_writer: DiskWriter | None = None) -> None:
-        super().__init__(exclusion_writer, BATCH_DOCS)
+        super().__init__(exclusion_writer)
         self.cfg = cfg
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:

@@ -17,7 +17,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from flm.pipelines.config import ProfileConfig, QualityConfig
 from flm.pipelines.prepare.accounting import record_drop
-from flm.pipelines.prepare.batching import BATCH_DOCS
+from flm.pipelines.prepare.batching import BatchedFilter
 from flm.pipelines.prepare.filters import (
     BoilerplateFilter,
     CharRepetitionFilter,
@@ -53,13 +53,13 @@ def build_chain(profile: ProfileConfig, word_tokenizer: str = "fast") -> list[tu
     return chain
 
 
-class QualityFilters(BaseFilter):
+class QualityFilters(BatchedFilter):
     """Routes each document to its profile's chain; as a datatrove filter its drops reach `exclusion_writer`."""
 
     name = "🥇 quality (per-subset profiles)"
 
     def __init__(self, cfg: QualityConfig, exclusion_writer: DiskWriter | None = None) -> None:
-        super().__init__(exclusion_writer, BATCH_DOCS)
+        super().__init__(exclusion_writer)
         self.router = Router(cfg)
         self.chains = {name: build_chain(profile, cfg.word_tokenizer) for name, profile in cfg.profiles.items()}
 
