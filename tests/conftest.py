@@ -54,3 +54,17 @@ def repo_root() -> Path:
 def sample_dir() -> Path:
     """The bundled sample corpus: data/sample/raw/{pile,wudao}/ in the published formats."""
     return REPO / "data" / "sample" / "raw"
+
+
+@pytest.fixture(scope="session")
+def sample_texts(sample_dir: Path) -> dict[str, list[str]]:
+    """Every text of the bundled sample by source (Pile documents, WuDao records), as read from the raw files."""
+    import zstandard
+
+    pile = []
+    for path in sorted((sample_dir / "pile").glob("*.jsonl.zst")):
+        with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as reader:
+            pile += [json.loads(line)["text"] for line in reader.read().decode("utf-8").splitlines()]
+    wudao = [r["content"] for path in sorted((sample_dir / "wudao").glob("*.json"))
+             for r in json.loads(Path(path).read_text(encoding="utf-8"))]
+    return {"pile": pile, "wudao": wudao}

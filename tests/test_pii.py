@@ -117,3 +117,16 @@ def test_kinds_switch_off_and_placeholders_are_configurable() -> None:
         "email": "[email]", "ip": "[ip]", "phone": "[phone]", "id_number": "[id]"})).redact(text)
     assert out == "mail [email] from 10.0.0.7 or call [phone]"
     assert counts == {"email": 1, "phone": 1}
+
+
+def test_every_match_passes_its_rules_gate(sample_texts: dict[str, list[str]]) -> None:
+    """A gate only skips texts its pattern cannot match: each positive, look-alike and sample text that a
+    pattern matches passes that pattern's gate (so gating changes no redaction)."""
+    texts = [text for text, _, _ in POSITIVES] + LOOK_ALIKES + [t for texts in sample_texts.values() for t in texts]
+    matched = 0
+    for kind, gate, pattern, _ in Redactor(PiiConfig()).rules:
+        for text in texts:
+            if pattern.search(text):
+                matched += 1
+                assert gate(text), (kind, pattern.pattern, text[:200])
+    assert matched > len(POSITIVES)

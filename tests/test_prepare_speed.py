@@ -7,21 +7,18 @@ the same MinHash signatures, the same word split.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-import zstandard
 from datatrove.data import Document
 from datatrove.pipeline.dedup.minhash import _mersenne_prime
 from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.gopher_repetition_filter import find_all_duplicate, find_top_duplicate, get_n_grams
 from datatrove.utils.text import DEF_TEXT_NORM_CONFIG, simplify_text
 
-from flm.config.bundled import sample_dir
 from flm.pipelines.config import MinhashConfig
 from flm.pipelines.prepare.dedup import (
     SIGNATURE_CHUNK,
@@ -37,16 +34,9 @@ from flm.pipelines.prepare.words import FastWordTokenizer, split_chunk
 
 
 @pytest.fixture(scope="module")
-def texts() -> list[str]:
+def texts(sample_texts: dict[str, list[str]]) -> list[str]:
     """Every 16th Pile document and every 8th WuDao record of the bundled sample (about 290 texts)."""
-    raw = sample_dir() / "raw"
-    pile = []
-    for path in sorted((raw / "pile").glob("*.jsonl.zst")):
-        with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as reader:
-            pile += [json.loads(line)["text"] for line in reader.read().decode("utf-8").splitlines()]
-    wudao = [r["content"] for path in sorted((raw / "wudao").glob("*.json"))
-             for r in json.loads(Path(path).read_text(encoding="utf-8"))]
-    return pile[::16] + wudao[::8]
+    return sample_texts["pile"][::16] + sample_texts["wudao"][::8]
 
 
 def test_gopher_repetition_decisions_match_datatrove(texts: list[str]) -> None:
