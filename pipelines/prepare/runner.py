@@ -9,7 +9,6 @@ whose caller died (kill -9) stops itself.
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import os
 import signal
@@ -25,6 +24,7 @@ from flm.pipelines.prepare.accounting import collect, total
 from flm.pipelines.prepare.assembly import FILTER, WRITE, Stage, build_stages
 from flm.pipelines.prepare.executors import completed_tasks
 from flm.pipelines.prepare.heartbeat import read_total
+from flm.pipelines.prepare.process_setup import set_up_pipeline_process
 from flm.pipelines.prepare.resume import run_source
 from flm.pipelines.prepare.source_plan import PrepareError, SourcePlan
 
@@ -39,20 +39,9 @@ def _watch_parent(parent: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def cache_loguru_lib_dirs() -> None:
-    """datatrove adds three loguru handlers per task, and loguru rebuilds its list of library folders from
-    every sysconfig scheme for each (13 ms of CPU a time, a tenth of a sample-sized prepare run). The list
-    cannot change within a process: computed once."""
-    from loguru._better_exceptions import ExceptionFormatter
-
-    lib_dirs = ExceptionFormatter._get_lib_dirs
-    if not hasattr(lib_dirs, "cache_info"):
-        ExceptionFormatter._get_lib_dirs = staticmethod(functools.cache(lib_dirs))  # type: ignore[method-assign]
-
-
 def _child(jobs: list[Job], log_path: str, conn: Connection, parent: int) -> None:
     os.setpgrp()
-    cache_loguru_lib_dirs()
+    set_up_pipeline_process()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 1)
