@@ -188,7 +188,7 @@ class BoilerplateConfig:
         "版权所有", "免责声明", "登录", "注册", "点击", "返回首页", "返回顶部", "上一篇", "下一篇", "扫一扫",
         "关注我们", "责任编辑",
     ])
-    """Phrases that mark a line as boilerplate, matched case-insensitively as substrings."""
+    """Phrases that mark a line as boilerplate, matched as substrings of the lowercased line."""
 
 
 @dataclass

@@ -15,14 +15,16 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
+from datatrove.data import Document
 from typer.testing import CliRunner
 
 from flm.cli.main import app
 from flm.config import find_config, load_config
-from flm.pipelines.config import NormalizeConfig, PipelineConfig
+from flm.pipelines.config import BoilerplateConfig, NormalizeConfig, PipelineConfig
 from flm.pipelines.prepare import PrepareResult, prepare
 from flm.pipelines.prepare.assembly import build_stages
 from flm.pipelines.prepare.executors import run_stages
+from flm.pipelines.prepare.filters import BoilerplateFilter
 from flm.pipelines.prepare.langid import LanguageId
 from flm.pipelines.prepare.normalize import normalize_text
 from flm.pipelines.prepare.quality import QualityFilters
@@ -447,6 +449,16 @@ def test_profiles_keep_good_text_and_drop_boilerplate() -> None:
     assert "pd.read_csv" not in out.get("se-as-web", "")
     assert set(kept(wudao, [("prose", "散文", ZH_PROSE), ("news", "新闻", ZH_NEWS), ("portal", "网页", ZH_BOILERPLATE),
                             ("english", "新闻", EN_TECHNICAL)])) == {"prose", "news"}
+
+
+def test_boilerplate_phrases_match_in_any_case() -> None:
+    step = BoilerplateFilter(BoilerplateConfig())
+    nav = "\n".join(["Home | About", "Privacy Policy", "TERMS OF USE", "Sign In or Sign Up", "Accept Cookies",
+                     "Powered By WordPress", "点击返回首页"])
+    prose = "\n".join(["A long paragraph of real content about rivers and their courses through the valleys."] * 9
+                      + ["Read our Privacy Policy."])
+    assert step.filter(Document(text=nav, id="nav")) == (False, "boilerplate_lines")
+    assert step.filter(Document(text=prose, id="prose")) is True
 
 
 def test_normalize_keeps_indentation_and_cjk_punctuation() -> None:
