@@ -4,6 +4,9 @@ tokenize into the same folder, is refused with the first one's pid, host and com
 The lock is an advisory `flock` on `<folder>/.flm.lock`, so the operating system releases it when its holder
 exits, however it exits (kill -9 included): a lock file left behind is never stale, and the next run
 simply takes it. (flock does not reach across hosts on every network file system.)
+
+A forked child inherits the descriptors, and with them the lock: it would hold its parent's folder for
+as long as it, or anything it forks, lives on. Each child lets go of its copies when it is forked.
 """
 
 from __future__ import annotations
@@ -22,6 +25,25 @@ from typing import IO
 from flm.config.errors import FlmError
 
 LOCK_NAME = ".flm.lock"
+
+
+_held: set[int] = set()
+"""Descriptors of the locks this process holds."""
+
+
+def _let_go_in_child() -> None:
+    """In a forked child: point each inherited lock descriptor at /dev/null. The parent keeps its lock; the
+    child's file objects, closed later, close a /dev/null descriptor, never a number reused by another file."""
+    if not _held:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _held:
+        os.dup2(null, fd)
+    os.close(null)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_in_child)
 
 
 class FolderInUse(FlmError):
@@ -55,6 +77,8 @@ def folder_lock(folder: Path | str, purpose: str) -> Iterator[None]:
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv)}))
         handle.flush()
+        _held.add(handle.fileno())
         yield
     finally:
+        _held.discard(handle.fileno())
         handle.close()  # releases the flock

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +57,22 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     assert (tmp_path / LOCK_NAME).exists()  # left behind by kill -9, and not in the way:
     with folder_lock(tmp_path, "test"):
         pass
+
+
+def test_a_forked_child_does_not_keep_its_parents_folder(tmp_path: Path) -> None:
+    """The prepare pipeline runs in a forked process (and Ray or datatrove may fork more): once the parent
+    lets go of the folder, the folder is free, though a child forked while it was held still runs."""
+    with folder_lock(tmp_path, "testing"):
+        child = os.fork()
+        if child == 0:
+            time.sleep(3)
+            os._exit(0)
+    try:
+        with folder_lock(tmp_path, "testing"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def test_prepare_refuses_an_output_folder_in_use(tmp_path: Path, sample_dir: Path) -> None:

@@ -7,9 +7,11 @@ configs once; the tests check what came out.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import orjson
@@ -29,7 +31,7 @@ from flm.pipelines.prepare.langid import LanguageId
 from flm.pipelines.prepare.normalize import normalize_text
 from flm.pipelines.prepare.quality import QualityFilters
 from flm.pipelines.prepare.schema import make_document
-from flm.pipelines.prepare.source_plan import PrepareError, fingerprint, make_plan
+from flm.pipelines.prepare.source_plan import WORK_DIR, PrepareError, fingerprint, make_plan
 from flm.pipelines.prepare.words import FastWordTokenizer
 
 OVERRIDES = ["executor.workers=1", "writer.docs_per_shard=16", "writer.keep_intermediate=true"]
@@ -662,3 +664,17 @@ def test_a_failure_that_redoing_does_not_cure_is_one_line_naming_the_work_folder
     assert calls == [5, 5] and not completions.exists()
     assert f"{plan.work_dir} was left inconsistent by an earlier run" in str(err.value)
     assert "a new --out folder" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_pipeline_process_logs_to_its_file_whatever_the_callers_streams(
+        tmp_path: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forked pipeline process writes through new stdout/stderr objects on its log: a caller's streams
+    (Python objects here, as under a notebook or a test runner) get nothing, and the log gets everything."""
+    streams = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", streams[0])
+    monkeypatch.setattr(sys, "stderr", streams[1])
+    cfg = load_config(PipelineConfig, find_config("pile", "pipelines"), ["executor.workers=1", "reader.limit=20"])
+    prepare([cfg], sample_dir, tmp_path / "clean")
+    log = (tmp_path / "clean" / WORK_DIR / "prepare.log").read_text(encoding="utf-8")
+    assert "Processing done for rank=0" in log
+    assert [s.getvalue() for s in streams] == ["", ""]
