@@ -62,17 +62,22 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 def test_a_forked_child_does_not_keep_its_parents_folder(tmp_path: Path) -> None:
     """The prepare pipeline runs in a forked process (and Ray or datatrove may fork more): once the parent
     lets go of the folder, the folder is free, though a child forked while it was held still runs."""
+    ready, started = os.pipe()
     with folder_lock(tmp_path, "testing"):
         child = os.fork()
         if child == 0:
-            time.sleep(3)
+            os.write(started, b"1")  # past fork's hooks: running Python code
+            time.sleep(5)
             os._exit(0)
+        assert os.read(ready, 1) == b"1"
     try:
         with folder_lock(tmp_path, "testing"):
             pass
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+        os.close(ready)
+        os.close(started)
 
 
 def test_prepare_refuses_an_output_folder_in_use(tmp_path: Path, sample_dir: Path) -> None:
