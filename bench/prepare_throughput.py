@@ -35,6 +35,7 @@ import zstandard
 from flm.config import find_config, load_config
 from flm.pipelines.config import PipelineConfig
 from flm.pipelines.prepare import prepare
+from flm.pipelines.prepare.source_plan import WORK_DIR
 from flm.recipe.run import sample_eval_sets
 
 SOURCES = ("pile", "wudao")
@@ -44,6 +45,17 @@ def cpu_seconds() -> float:
     """CPU time of this process and its finished children (the pipeline process and its workers)."""
     return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def step_seconds(out: Path, source: str) -> dict[str, float]:
+    """Seconds in each step of each stage (datatrove's own timers, from the stages' stats.json): where the time went."""
+    seconds = {}
+    for stats in sorted((out / WORK_DIR / source / "stages").glob("*/stats.json")):
+        for step in json.loads(stats.read_text(encoding="utf-8")):
+            if isinstance(step.get("time_stats"), dict):
+                name = step["name"].split(": ", 1)[-1]
+                seconds[f"{stats.parent.name}/{name}"] = round(step["time_stats"]["total"], 3)
+    return seconds
 
 
 def run_source(source: str, raw: Path, out: Path) -> dict:
@@ -64,7 +76,7 @@ def run_source(source: str, raw: Path, out: Path) -> dict:
             "docs_per_s": round(t.docs_in / wall, 1), "mb_per_s": round(mb / wall, 4),
             "steady_docs_per_s": round(t.docs_in / (wall - startup), 1),
             "steady_mb_per_s": round(mb / (wall - startup), 4), "mb_per_cpu_s": round(mb / cpu, 4),
-            "dropped": t.dropped, "redacted": t.redacted}
+            "step_seconds": step_seconds(out, source), "dropped": t.dropped, "redacted": t.redacted}
 
 
 def gopher_baseline(raw: Path) -> dict:
@@ -117,6 +129,7 @@ def main() -> None:
         "baseline": "datatrove GopherRepetitionFilter + GopherQualityFilter (defaults), in process, Pile sample",
         "baseline_mb_per_s": baseline["mb_per_s"],
         "baseline_docs_per_s": baseline["docs_per_s"],
+        "ratio_mb_per_s_to_baseline": round((mb / wall) / baseline["mb_per_s"], 3),
         "ratio_steady_mb_per_s_to_baseline": round((mb / steady) / baseline["mb_per_s"], 3),
         "mb_per_cpu_s_per_worker": round(mb / cpu, 4),
         "baseline_mb_per_cpu_s": baseline["mb_per_cpu_s"],
