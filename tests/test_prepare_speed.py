@@ -124,13 +124,18 @@ def test_mod_mersenne_on_edge_values() -> None:
     assert mod_mersenne(values.copy()).tolist() == [int(v) % p for v in values.tolist()]
 
 
-def test_the_alpha_word_fast_path_splits_like_the_rules(texts: list[str]) -> None:
+@pytest.mark.parametrize("cache_size", [1 << 17, 3])  # the default, and one forgotten every few chunks
+def test_the_fast_paths_split_like_the_rules(texts: list[str], cache_size: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Letters-only words skip the rules, and split chunks are remembered: the same tokens as the rules."""
+    monkeypatch.setattr("flm.pipelines.prepare.words.CHUNK_CACHE", cache_size)
     words = FastWordTokenizer("en")
-    for text in texts[::4]:
+    for text in [*texts[::4], *texts[::4]]:  # the second time round, from the chunk memory
         slow: list[str] = []
         for chunk in text.split():
             split_chunk(chunk, slow)
         assert words.word_tokenize(text) == slow
+    assert 0 < len(words._chunks) <= cache_size
 
 
 def test_ngram_counts_stay_exact_when_every_hash_collides(texts: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
