@@ -81,12 +81,12 @@ class GramSets:
         self.ends = np.concatenate([e for _, e in ranges])
         tags = np.repeat(np.arange(len(ranges), dtype=np.uint64) * np.uint64(0x5851F42D4C957F2D), sizes)
         self.keys = sub.keys(self.starts, self.ends) ^ tags
-        self.order = np.argsort(self.keys, kind="stable")
+        self.order = np.argsort(self.keys)  # quicksort: 2-3x a stable sort's speed on these sizes
         ordered = self.keys[self.order]
         run_starts = np.concatenate([[0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1])
         self.run_starts = run_starts
         self.run_lengths = np.diff(np.append(run_starts, ordered.size))
-        self.run_first = self.order[run_starts]  # stable sort: a run's first entry is its earliest position
+        self.run_first = np.minimum.reduceat(self.order, run_starts)  # each run's earliest position
         self._repeated: np.ndarray | None = None
 
     def _same(self, members: np.ndarray) -> bool:
