@@ -2,8 +2,8 @@
 
 datatrove and the libraries under it write to the console (loguru handlers re-added after every
 task, tqdm bars in the dedup stages); the child sends its stdout and stderr to a log file instead,
-so the console holds only the caller's progress. The child is forked, so it starts with the caller's
-imports (a spawned interpreter spent 0.4 s importing datatrove again, per prepare). It leads its own
+so the console holds only the caller's progress. On Linux the child is forked, so it starts with the
+caller's imports (a spawned interpreter spent 0.4 s importing datatrove again, per prepare). It leads its own
 process group: an interrupt or SIGTERM of the caller stops the group (every datatrove worker under
 it), and a child whose caller died (kill -9) stops itself.
 """
@@ -133,7 +133,7 @@ def execute(jobs: list[Job], log_path: Path, progress: Progress | None = None) -
     """Run every job's stages in a child process; returns submitted Slurm job ids per source."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     monitor = Monitor(jobs, progress) if progress else None
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")  # macOS: fork is unsafe
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(jobs, str(log_path), sender, os.getpid()), name="flm-prepare")
     proc.start()
