@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sys
+import unicodedata
 from pathlib import Path
 
 import orjson
@@ -28,7 +29,7 @@ from flm.pipelines.prepare.assembly import build_stages
 from flm.pipelines.prepare.executors import run_stages
 from flm.pipelines.prepare.filters import BoilerplateFilter
 from flm.pipelines.prepare.langid import LanguageId
-from flm.pipelines.prepare.normalize import normalize_text
+from flm.pipelines.prepare.normalize import _BLANK_RUN, _CONTROL, _LINE_BREAK, _SPACES, _TRAILING, normalize_text
 from flm.pipelines.prepare.quality import QualityFilters
 from flm.pipelines.prepare.schema import make_document
 from flm.pipelines.prepare.source_plan import WORK_DIR, PrepareError, fingerprint, make_plan
@@ -451,6 +452,22 @@ def test_profiles_keep_good_text_and_drop_boilerplate() -> None:
     assert "pd.read_csv" not in out.get("se-as-web", "")
     assert set(kept(wudao, [("prose", "散文", ZH_PROSE), ("news", "新闻", ZH_NEWS), ("portal", "网页", ZH_BOILERPLATE),
                             ("english", "新闻", EN_TECHNICAL)])) == {"prose", "news"}
+
+
+def test_normalizing_only_where_a_rule_applies_changes_nothing(sample_texts: dict[str, list[str]]) -> None:
+    """normalize_text skips the substitutions a text cannot trigger; every rule applied in turn gives the same."""
+    cfg = NormalizeConfig()
+
+    def every_rule(text: str) -> str:
+        text = _LINE_BREAK.sub("\n", text)
+        text = unicodedata.normalize(cfg.unicode_form, text)
+        text = _CONTROL.sub("", text)
+        text = _SPACES.sub(" ", text)
+        return _BLANK_RUN.sub("\n\n", _TRAILING.sub("\n", text)).strip()
+
+    crafted = ["a \r\nb\t\n\n\n\nc\x0b", "x\u3000\u00a0 \ny\u2028z\x85", "plain ascii\n\n", "Cafe\u0301 \t\n", "tab\t\nline"]
+    for text in [*crafted, *sample_texts["pile"][::7], *sample_texts["wudao"][::7]]:
+        assert normalize_text(text, cfg) == every_rule(text)
 
 
 def test_boilerplate_phrases_match_in_any_case() -> None:

@@ -24,16 +24,23 @@ _BLANK_RUN = re.compile("\n{3,}")
 
 
 def normalize_text(text: str, cfg: NormalizeConfig) -> str:
-    if cfg.fix_whitespace:
+    """Each substitution runs only where a character it could change occurs (a test at C speed; `isascii` is
+    free, CPython records it): ASCII text has no Unicode spaces, no forms to fix and one line break to
+    rewrite, the carriage return."""
+    if cfg.fix_whitespace and (not text.isascii() or "\r" in text):
         text = _LINE_BREAK.sub("\n", text)  # before control stripping: \r and \x85 are line breaks here
     if cfg.unicode_form != "none" and not text.isascii():
         text = unicodedata.normalize(cfg.unicode_form, text)
     if cfg.strip_control:
         text = _CONTROL.sub("", text)
     if cfg.fix_whitespace:
-        text = _SPACES.sub(" ", text)
-        text = _TRAILING.sub("\n", text)
-        text = _BLANK_RUN.sub("\n\n", text).strip()
+        if not text.isascii():
+            text = _SPACES.sub(" ", text)
+        if " \n" in text or "\t\n" in text:
+            text = _TRAILING.sub("\n", text)
+        if "\n\n\n" in text:
+            text = _BLANK_RUN.sub("\n\n", text)
+        text = text.strip()
     return text
 
 
