@@ -116,8 +116,9 @@ def mod_mersenne(x: np.ndarray) -> np.ndarray:
     """x % (2**61 - 1) for uint64 x, in place, without a division: x = hi * 2**61 + lo, and 2**61 = 1 (mod p)."""
     hi = x >> MERSENNE_BITS
     np.bitwise_and(x, _mersenne_prime, out=x)
-    x += hi  # < 2p
-    np.subtract(x, _mersenne_prime, out=x, where=x >= _mersenne_prime)
+    x += hi  # < 2p, and >= p only where x & p >= p - 7: about once in 2**58 values
+    if x.size and x.max() >= _mersenne_prime:  # one pass to rule it out, instead of a compare and a masked subtract
+        np.subtract(x, _mersenne_prime, out=x, where=x >= _mersenne_prime)
     return x
 
 
