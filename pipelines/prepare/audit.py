@@ -19,7 +19,7 @@ from datatrove.data import Document
 from datatrove.pipeline.writers import JsonlWriter
 
 from flm.pipelines.config import AuditConfig
-from flm.pipelines.jsonl_zst import split_lines, zstd_chunks
+from flm.pipelines.jsonl_zst import FSSPEC_ZSTD, split_lines, zstd_chunks
 from flm.pipelines.prepare.schema import META, SOURCE, SUBSET
 
 DROPPED_DIR = "dropped"
@@ -47,7 +47,7 @@ class AuditWriter(JsonlWriter):
 
     def __init__(self, clean_dir: str, step: str, cfg: AuditConfig, reason: str = "") -> None:
         super().__init__(f"{clean_dir}/{DROPPED_DIR}/{step}", output_filename="${rank}.jsonl.zst",
-                         compression="zstd", adapter=_audit_record)
+                         compression=FSSPEC_ZSTD, adapter=_audit_record)
         self.cfg = cfg
         self.reason = reason
 

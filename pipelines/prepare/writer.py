@@ -14,6 +14,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
+from flm.pipelines.jsonl_zst import FSSPEC_ZSTD
 from flm.pipelines.prepare.accounting import KEPT, record
 from flm.pipelines.prepare.heartbeat import Heartbeat
 from flm.pipelines.prepare.schema import BYTES_IN, SOURCE, SUBSET, clean_record
@@ -35,7 +36,7 @@ class CleanShardWriter(JsonlWriter):
 
     def __init__(self, output_folder: str, docs_per_shard: int, progress_dir: str) -> None:
         super().__init__(output_folder, output_filename=f"{TMP_DIR}/${{rank}}_${{shard}}{SHARD_SUFFIX}",
-                         compression="zstd", adapter=_clean_adapter)
+                         compression=FSSPEC_ZSTD, adapter=_clean_adapter)
         self.docs_per_shard = docs_per_shard
         self.progress_dir = progress_dir
         self._rank = 0
@@ -105,5 +106,5 @@ def _document_adapter(writer: Any, doc: Document) -> dict[str, Any]:
 
 def intermediate_writer(output_folder: str) -> JsonlWriter:
     """Filtered documents with all their metadata, one file per task, read back by `RankReader`."""
-    return JsonlWriter(output_folder, output_filename="${rank}" + SHARD_SUFFIX, compression="zstd",
+    return JsonlWriter(output_folder, output_filename="${rank}" + SHARD_SUFFIX, compression=FSSPEC_ZSTD,
                        adapter=_document_adapter)
