@@ -9,6 +9,7 @@ Every document is tagged (`lang`, `lang_score`); whether it is dropped depends o
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,15 @@ def model_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "resources" / MODEL
 
 
+@functools.cache
+def load_model() -> Any:
+    """The model, loaded once per process: every task's copy of the step (datatrove deep-copies the pipeline
+    for each task) uses it; predicting does not change it."""
+    import fasttext
+
+    return fasttext.load_model(str(model_path()))
+
+
 class LanguageId(BatchedFilter):
     type = "🔻 - FILTER"
     name = "🌐 language id (lid.176.ftz)"
@@ -52,9 +62,7 @@ class LanguageId(BatchedFilter):
 
     def detect(self, text: str) -> tuple[str, float]:
         if self._model is None:
-            import fasttext
-
-            self._model = fasttext.load_model(str(model_path()))
+            self._model = load_model()
         labels, scores = self._model.predict(text[: self.cfg.max_chars].replace("\n", " "), k=1)
         return (labels[0].removeprefix(LABEL), min(float(scores[0]), 1.0)) if labels else ("", 0.0)
 
