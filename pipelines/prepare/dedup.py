@@ -22,7 +22,7 @@ from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupSi
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.batching import batched
 from datatrove.utils.hashing import HashConfig
-from datatrove.utils.text import NUMBERS_PATTERN, PUNCTUATION_TRANS, WHITESPACE_PATTERN, TextNormConfig, simplify_text
+from datatrove.utils.text import NUMBERS_PATTERN, PUNCTUATION_TRANS, TextNormConfig, simplify_text
 from datatrove.utils.typeshelper import ExtensionHelperSD, StatHints
 
 from flm.pipelines.config import MinhashConfig
@@ -100,8 +100,8 @@ def simplify(text: str, config: TextNormConfig) -> str:
         text = NUMBERS_PATTERN.sub("0", text)
     if config.remove_punctuation:
         text = text.translate(PUNCTUATION_TRANS)
-    if config.norm_whitespace:
-        text = WHITESPACE_PATTERN.sub(" ", text.strip())
+    if config.norm_whitespace:  # str.split's whitespace is the regex's \s (tests/test_prepare_speed.py): 5x faster
+        text = " ".join(text.split())
     if config.norm_unicode_diacritics:
         text = unicodedata.normalize("NFD", text)
         if not text.isascii():
