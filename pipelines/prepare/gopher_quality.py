@@ -10,18 +10,17 @@ character-by-character look. Every rule, threshold and reason is datatrove's
 
 from __future__ import annotations
 
+from itertools import filterfalse
+
 from datatrove.data import Document
 from datatrove.pipeline.filters import GopherQualityFilter
 from datatrove.utils.text import PUNCTUATION_SET, split_into_words
 
 PUNCTUATION_CHARS = "".join(sorted(PUNCTUATION_SET))
-assert all(len(ch) == 1 for ch in PUNCTUATION_SET), "str.strip below needs single characters"
+assert all(len(ch) == 1 and not ch.isalpha() for ch in PUNCTUATION_SET), \
+    "str.strip below needs single characters, and a word of letters must never be all punctuation"
 BULLETS = ("•", "-")
 ELLIPSES = ("...", "…")
-
-
-def has_letter(word: str) -> bool:
-    return word.isalpha() or any(ch.isalpha() for ch in word)
 
 
 class FastGopherQualityFilter(GopherQualityFilter):
@@ -31,12 +30,16 @@ class FastGopherQualityFilter(GopherQualityFilter):
         text = doc.text
         words = split_into_words(text, self.language)
         n_words = len(words)
-        lengths = [len(w) for w in words if w.strip(PUNCTUATION_CHARS)]  # words that are not all punctuation
-        if self.min_doc_words and len(lengths) < self.min_doc_words:
+        letters_only = list(filter(str.isalpha, words))  # most words; none of them is all punctuation
+        others = list(filterfalse(str.isalpha, words))
+        symbolic = [w for w in others if w.strip(PUNCTUATION_CHARS)]  # not all punctuation
+        n_content = len(letters_only) + len(symbolic)
+        lengths = sum(map(len, letters_only)) + sum(map(len, symbolic))
+        if self.min_doc_words and n_content < self.min_doc_words:
             return False, "gopher_short_doc"
-        if self.max_doc_words and len(lengths) > self.max_doc_words:
+        if self.max_doc_words and n_content > self.max_doc_words:
             return False, "gopher_long_doc"
-        mean_length = sum(lengths) / len(lengths) if lengths else float("nan")  # numpy's mean of no words: nan
+        mean_length = lengths / n_content if n_content else float("nan")  # numpy's mean of no words: nan
         if self.min_avg_word_length and mean_length < self.min_avg_word_length:
             return False, "gopher_below_avg_threshold"
         if self.max_avg_word_length and mean_length > self.max_avg_word_length:
@@ -52,8 +55,10 @@ class FastGopherQualityFilter(GopherQualityFilter):
         if self.max_ellipsis_lines_ratio and (
                 sum(line.rstrip().endswith(ELLIPSES) for line in lines) / len(lines) > self.max_ellipsis_lines_ratio):
             return False, "gopher_too_many_end_ellipsis"
-        if self.max_non_alpha_words_ratio and sum(map(has_letter, words)) / n_words < self.max_non_alpha_words_ratio:
-            return False, "gopher_below_alpha_threshold"
+        if self.max_non_alpha_words_ratio:
+            with_letters = len(letters_only) + sum(any(ch.isalpha() for ch in w) for w in others)
+            if with_letters / n_words < self.max_non_alpha_words_ratio:
+                return False, "gopher_below_alpha_threshold"
         if self.min_stop_words and len(self.stop_words.intersection(words)) < self.min_stop_words:
             return False, "gopher_enough_stop_words"
         return True
