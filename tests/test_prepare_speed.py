@@ -189,3 +189,15 @@ def test_compact_removes_what_the_whitespace_regex_removes() -> None:
     every_code_point = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
     assert compact(every_code_point) == re.sub(r"\s+", "", every_code_point)
     assert compact(" a\u3000b\tc\n\u2028d\x1c") == "abcd"
+
+
+def test_power_tables_hold_the_powers_across_blocks() -> None:
+    from flm.pipelines.prepare.ngrams import _INVERSE, BASE, POWER_BLOCK, power_table
+
+    size = 3 * POWER_BLOCK + 5
+    for base in (BASE, _INVERSE):
+        table = power_table(base, size)
+        assert table.size == size
+        for i in (0, 1, 2, POWER_BLOCK - 1, POWER_BLOCK, POWER_BLOCK + 1, 2 * POWER_BLOCK + 7, size - 1):
+            assert int(table[i]) == pow(base, i, 1 << 64)
+    assert power_table(BASE, 1).tolist() == [1]

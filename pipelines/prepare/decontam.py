@@ -22,6 +22,7 @@ items were found in which source and subset.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -48,6 +49,7 @@ from flm.pipelines.prepare.accounting import record_drop
 from flm.pipelines.prepare.batching import BATCH_DOCS
 from flm.pipelines.prepare.dedup import splitmix64
 from flm.pipelines.prepare.filters import CJK
+from flm.pipelines.prepare.ngrams import POWERS
 from flm.pipelines.prepare.schema import SUBSET
 
 REASON = "decontam"
@@ -62,10 +64,8 @@ INDEX_VERSION = 2
 """Part of the cache key: an index built by another hashing scheme is never reused."""
 MAX_LOGGED_ITEMS = 20
 """Items recorded per contaminated document (a document copying a whole benchmark matches them all)."""
-BATCH_CHARS = 1 << 22
-"""Code points hashed at once while building (bounds the build's memory, ~100 MB)."""
-BASE = 0x100000001B3
-BASE_INV = pow(BASE, -1, 1 << 64)
+BATCH_CHARS = 1 << 20
+"""Code points hashed at once while building (bounds the build's memory, ~25 MB, and keeps its tables in cache)."""
 LENGTH_MIX = 0x9E3779B97F4A7C15
 """Added times the span length, so that spans of different lengths (short items are matched whole) differ."""
 
@@ -88,23 +88,6 @@ def _separator_table() -> np.ndarray:
 
 
 SEPARATOR = _separator_table()
-
-
-class _Powers:
-    """BASE**i and BASE**-i (mod 2**64) for i < size, grown on demand (a document needs one per code point)."""
-
-    def __init__(self) -> None:
-        self.up = self.down = np.ones(1, dtype=np.uint64)
-
-    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.up.size < size:
-            n = max(size, 2 * self.up.size, 1 << 16)
-            self.up = np.cumprod(np.full(n, BASE, dtype=np.uint64)) * np.uint64(BASE_INV)  # wraps mod 2**64
-            self.down = np.cumprod(np.full(n, BASE_INV, dtype=np.uint64)) * np.uint64(BASE)
-        return self.up[:size], self.down[:size]
-
-
-POWERS = _Powers()
 
 
 def _prefix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,6 +297,13 @@ INDEX_FILES = (*(name for kind in KINDS for name in _files(kind)), ITEMS_FILE, M
 """Every file of an index folder, the meta file (holding the cache key) last: it is written last."""
 
 
+@functools.lru_cache(maxsize=4)
+def _read_items_file(path: str, mtime_ns: int, size: int) -> list[tuple[str, str]]:
+    """The items of an index (100k take 0.08 s to read): every task of a process shares them; a file written
+    again since (another modification time or size) is read again."""
+    return [tuple(i) for i in orjson.loads(Path(path).read_bytes())]
+
+
 class DecontamIndex:
     """Sorted n-gram hashes of every item, per kind (word, char), with the item each belongs to."""
 
@@ -329,9 +319,11 @@ class DecontamIndex:
 
     @cached_property
     def items(self) -> list[tuple[str, str]]:
-        """items[i] = (benchmark, item id); read from the folder at the first match (100k ids take a while)."""
+        """items[i] = (benchmark, item id); read from the folder at the first match, once per process."""
         assert self.folder is not None
-        return [tuple(i) for i in orjson.loads((self.folder / ITEMS_FILE).read_bytes())]
+        path = self.folder / ITEMS_FILE
+        stat = path.stat()
+        return _read_items_file(str(path), stat.st_mtime_ns, stat.st_size)
 
     @classmethod
     def build(cls, cfg: DecontamConfig) -> tuple[DecontamIndex, BuildStats]:
